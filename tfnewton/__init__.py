@@ -1,0 +1,60 @@
+"""tfnewton: how Transformers carry out Newton's method in context.
+
+Submodules are imported lazily, so ``import tfnewton`` stays fast and
+``tfnewton.algorithms`` (or any other submodule) loads on first use:
+
+>>> import tfnewton
+>>> tfnewton.algorithms.newton_schulz  # doctest: +SKIP
+
+``algorithms``     reference optimizers, every iterate returned
+``tasks``          samplers of in-context problems
+``layers``         linear attention, ReLU MLP and the residual stack
+``constructions``  Transformers whose weights are written down
+``models``         trained in-context learners and their checkpoints
+``train``          the training loop
+``probes``         hidden-state capture and linear probes
+``metrics``        Fu et al.'s similarity metrics
+``comparison``     ``compare``: error vs layer/step for any mix of models and algorithms
+"""
+
+from __future__ import annotations
+
+import importlib
+
+__version__ = "0.1.0"
+
+_SUBMODULES = (
+    "algorithms",
+    "tasks",
+    "layers",
+    "constructions",
+    "models",
+    "train",
+    "probes",
+    "metrics",
+    "comparison",
+    "plotting",
+    "widgets",
+    "notebooks",
+)
+
+# Names re-exported at the top level: name -> submodule that defines it.
+_REEXPORTS = {"compare": "comparison"}
+
+__all__ = list(_SUBMODULES) + list(_REEXPORTS) + ["__version__"]
+
+
+def __getattr__(name: str):
+    if name in _SUBMODULES:
+        module = importlib.import_module(f"{__name__}.{name}")
+        globals()[name] = module
+        return module
+    if name in _REEXPORTS:
+        value = getattr(importlib.import_module(f"{__name__}.{_REEXPORTS[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'tfnewton' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(list(globals()) + __all__)
