@@ -1,0 +1,601 @@
+r"""Reference optimizers, written once, returning every iterate.
+
+Everything else in tfnewton — the constructions' exactness tests, the probes'
+targets, the chapters' plots — calls these functions. Each one
+
+* works on a batch of problems at once (batch axis first),
+* accepts float32 and float64 tensors on any device and answers in the same
+  dtype and on the same device,
+* returns the whole trajectory, iterate 0 (the starting point) included, so
+  ``out[k]`` is the k-th iterate,
+* validates its inputs at the boundary and raises a ``ValueError`` or
+  ``TypeError`` that names the argument.
+
+Notation (used in the book too): ``X`` of shape ``(B, n, d)`` holds the ``n``
+in-context inputs of each problem, ``y`` of shape ``(B, n)`` the targets,
+``S = XᵀX`` the (unnormalized) Gram matrix and ``κ`` a condition number.
+
+Step sizes and the boundary value of α
+--------------------------------------
+Newton–Schulz for ``A⁻¹`` starts from ``X₀ = α Aᵀ``. Its residual
+``R_t = I − X_t A`` obeys ``R_{t+1} = R_t²`` (exactly, for this starting point),
+so ``R_t = (I − α AᵀA)^{2^t}``. The eigenvalues of ``I − α AᵀA`` are
+``1 − α σ_i²``; the iteration converges iff they all lie in ``(−1, 1]`` with the
+non-zero ones strictly inside, i.e. ``0 < α < 2/σ_max²``. At the boundary
+``α = 2/σ_max²`` (Fu et al.'s ``2/‖SSᵀ‖₂`` for ``A = S`` symmetric) the top
+eigenvalue is exactly ``−1`` and that direction never converges.
+The default here is ``α = 1/σ_max(A)²``: every eigenvalue of ``R₀`` then lies in
+``[0, 1 − 1/κ(A)²]``, so convergence is monotone and provable, and the number of
+steps to reach ``‖R_t‖ ≤ ε`` is ``⌈log₂(κ(A)² · ln(1/ε))⌉`` at most.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from . import _validate as v
+
+__all__ = [
+    "default_newton_alpha",
+    "newton_schulz",
+    "newton_least_squares",
+    "gradient_descent_least_squares",
+    "conjugate_gradient_least_squares",
+    "lbfgs_least_squares",
+    "bfgs_least_squares",
+    "online_gradient_descent",
+    "least_squares",
+    "damped_newton_logistic",
+    "logistic_loss",
+    "ista",
+    "fista",
+    "lasso_objective",
+    "soft_threshold",
+]
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _per_problem(value, B: int, like: torch.Tensor, name: str, trailing: int) -> torch.Tensor:
+    """A float or a (B,) tensor of per-problem values, shaped to broadcast as (B, 1, …)."""
+    if isinstance(value, torch.Tensor):
+        v.check_tensor(value, name, ndim=(0, 1))
+        if value.ndim == 1 and value.shape[0] != B:
+            raise ValueError(f"{name} must be a float or have shape ({B},), got {tuple(value.shape)}")
+        if bool((value <= 0).any()):
+            raise ValueError(f"{name} must be > 0, got a tensor with entries <= 0")
+        t = value.to(device=like.device, dtype=like.dtype).expand(B) if value.ndim == 0 else value.to(
+            device=like.device, dtype=like.dtype
+        )
+    else:
+        t = torch.full((B,), v.check_positive(value, name), device=like.device, dtype=like.dtype)
+    return t.reshape((B,) + (1,) * trailing)
+
+
+def _spectral_norm_sq(A: torch.Tensor) -> torch.Tensor:
+    """σ_max(A)² per problem, shape (B,)."""
+    return torch.linalg.matrix_norm(A, ord=2) ** 2
+
+
+def _largest_eigenvalue(S: torch.Tensor) -> torch.Tensor:
+    """λ_max of a batch of symmetric PSD matrices, shape (B,)."""
+    return torch.linalg.eigvalsh(S)[..., -1]
+
+
+def _check_steps(steps) -> int:
+    return v.check_int(steps, "steps", minimum=0)
+
+
+def _gram(X: torch.Tensor, ridge: float = 0.0) -> torch.Tensor:
+    S = X.transpose(-1, -2) @ X
+    if ridge:
+        S = S + ridge * torch.eye(S.shape[-1], dtype=S.dtype, device=S.device)
+    return S
+
+
+def default_newton_alpha(A: torch.Tensor) -> torch.Tensor:
+    """The default α of Newton–Schulz: ``1/σ_max(A)²`` per problem.
+
+    Parameters
+    ----------
+    A : Tensor of shape (B, d, d)
+
+    Returns
+    -------
+    Tensor of shape (B,)
+        Strictly inside the stable range ``(0, 2/σ_max²)``; see the module
+        docstring for why this value.
+    """
+    v.check_tensor(A, "A", ndim=3)
+    return 1.0 / _spectral_norm_sq(A)
+
+
+# --------------------------------------------------------------------------- matrix inversion
+
+
+def newton_schulz(A: torch.Tensor, steps: int, alpha=None) -> torch.Tensor:
+    r"""Newton–Schulz iteration for the inverse of a batch of square matrices.
+
+    ``X₀ = α Aᵀ``, ``X_{t+1} = 2X_t − X_t A X_t``. The residual squares each
+    step: ``I − X_{t+1}A = (I − X_t A)²``.
+
+    Parameters
+    ----------
+    A : Tensor of shape (B, d, d)
+        Square matrices, float32 or float64.
+    steps : int
+        Number of Newton–Schulz steps, ``>= 0``.
+    alpha : float or Tensor of shape (B,), optional
+        Scale of the starting point. ``None`` picks ``1/σ_max(A)²`` per problem,
+        for which the iteration provably converges for every invertible ``A``
+        (half the boundary value ``2/σ_max²``, where the top direction of
+        ``I − αAᵀA`` sits at −1 and never converges). A given value is used as
+        it is, even outside the stable range, so the book can show what happens.
+
+    Returns
+    -------
+    Tensor of shape (steps + 1, B, d, d)
+        ``out[t]`` is ``X_t``; ``out[0] = αAᵀ``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from tfnewton.algorithms import newton_schulz
+    >>> A = torch.tensor([[[2.0, 0.0], [0.0, 4.0]]], dtype=torch.float64)
+    >>> newton_schulz(A, steps=8)[-1].diagonal(dim1=-2, dim2=-1)
+    tensor([[0.5000, 0.2500]], dtype=torch.float64)
+    """
+    v.check_tensor(A, "A", ndim=3)
+    B, d, d2 = A.shape
+    if d != d2:
+        raise ValueError(f"A must hold square matrices (B, d, d), got shape {tuple(A.shape)}")
+    steps = _check_steps(steps)
+    a = default_newton_alpha(A).reshape(B, 1, 1) if alpha is None else _per_problem(alpha, B, A, "alpha", 2)
+    out = A.new_empty((steps + 1, B, d, d))
+    Xt = a * A.transpose(-1, -2)
+    out[0] = Xt
+    for t in range(steps):
+        Xt = 2 * Xt - Xt @ A @ Xt
+        out[t + 1] = Xt
+    return out
+
+
+# --------------------------------------------------------------------------- least squares
+
+
+def least_squares(X: torch.Tensor, y: torch.Tensor, ridge: float = 0.0) -> torch.Tensor:
+    """The minimum-norm least-squares solution (OLS), or ridge regression.
+
+    Parameters
+    ----------
+    X : Tensor of shape (B, n, d)
+    y : Tensor of shape (B, n)
+    ridge : float, optional
+        ``λ >= 0``; solves ``(XᵀX + λI) w = Xᵀy`` when positive.
+
+    Returns
+    -------
+    Tensor of shape (B, d)
+        ``pinv(X) y`` (the minimum-norm solution when ``n < d``) or the ridge solution.
+    """
+    v.check_regression_inputs(X, y)
+    ridge = v.check_positive(ridge, "ridge", allow_zero=True)
+    if ridge > 0:
+        S = _gram(X, ridge)
+        return torch.linalg.solve(S, (X.transpose(-1, -2) @ y.unsqueeze(-1))).squeeze(-1)
+    return (torch.linalg.pinv(X) @ y.unsqueeze(-1)).squeeze(-1)
+
+
+def newton_least_squares(X: torch.Tensor, y: torch.Tensor, steps: int, alpha=None, *, ridge: float = 0.0) -> torch.Tensor:
+    r"""Iterative Newton for least squares (Fu et al. 2024).
+
+    ``S = XᵀX (+ ridge·I)``, ``M₀ = αS``, ``M_{k+1} = 2M_k − M_k S M_k``,
+    ``w_k = M_k Xᵀy``. This is Newton–Schulz for ``S⁻¹`` started at ``αSᵀ = αS``;
+    it needs ``O(log κ(S) + log log 1/ε)`` steps where gradient descent needs
+    ``O(κ(S) log 1/ε)``. When ``n < d`` (``S`` singular) the iterates stay in the
+    row space of ``X`` and converge to the minimum-norm solution ``pinv(X) y``.
+
+    Parameters
+    ----------
+    X : Tensor of shape (B, n, d)
+    y : Tensor of shape (B, n)
+    steps : int
+        Number of Newton steps ``>= 0``.
+    alpha : float or Tensor of shape (B,), optional
+        ``None`` picks ``1/λ_max(S)²`` per problem (half the boundary value
+        ``2/λ_max(S)²`` = Fu et al.'s ``2/‖SSᵀ‖₂``, at which the top eigen-direction
+        oscillates forever). A given value is used as it is.
+    ridge : float, optional
+        ``λ >= 0`` added to ``S`` (noisy regression: Newton on ``XᵀX + λI``).
+
+    Returns
+    -------
+    Tensor of shape (steps + 1, B, d)
+        ``out[k]`` is ``w_k``; ``out[0] = αSXᵀy``.
+    """
+    v.check_regression_inputs(X, y)
+    steps = _check_steps(steps)
+    ridge = v.check_positive(ridge, "ridge", allow_zero=True)
+    B, n, d = X.shape
+    S = _gram(X, ridge)
+    a = (1.0 / _largest_eigenvalue(S) ** 2).reshape(B, 1, 1) if alpha is None else _per_problem(alpha, B, X, "alpha", 2)
+    b = (X.transpose(-1, -2) @ y.unsqueeze(-1))  # (B, d, 1) = Xᵀy
+    out = X.new_empty((steps + 1, B, d))
+    M = a * S
+    out[0] = (M @ b).squeeze(-1)
+    for k in range(steps):
+        M = 2 * M - M @ S @ M
+        out[k + 1] = (M @ b).squeeze(-1)
+    return out
+
+
+def gradient_descent_least_squares(X: torch.Tensor, y: torch.Tensor, steps: int, lr=None) -> torch.Tensor:
+    r"""Gradient descent on ``L(w) = (1/2n)‖y − Xw‖²`` from ``w₀ = 0``.
+
+    ``w_{t+1} = w_t − η (1/n) Xᵀ(Xw_t − y)``.
+
+    Parameters
+    ----------
+    X : Tensor of shape (B, n, d)
+    y : Tensor of shape (B, n)
+    steps : int
+    lr : float or Tensor of shape (B,), optional
+        Step size η. ``None`` picks ``1/λ_max(S/n)`` per problem (the inverse
+        smoothness constant: monotone decrease, provable convergence; the
+        boundary is ``2/λ_max(S/n)``).
+
+    Returns
+    -------
+    Tensor of shape (steps + 1, B, d)
+    """
+    v.check_regression_inputs(X, y)
+    steps = _check_steps(steps)
+    B, n, d = X.shape
+    H = _gram(X) / n  # Hessian of L
+    eta = (1.0 / _largest_eigenvalue(H)).reshape(B, 1) if lr is None else _per_problem(lr, B, X, "lr", 1)
+    b = (X.transpose(-1, -2) @ y.unsqueeze(-1)).squeeze(-1) / n
+    out = X.new_zeros((steps + 1, B, d))
+    w = out[0].clone()
+    for t in range(steps):
+        grad = (H @ w.unsqueeze(-1)).squeeze(-1) - b
+        w = w - eta * grad
+        out[t + 1] = w
+    return out
+
+
+def _safe_div(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
+    """num/den, 0 where den == 0 (a problem that has already converged exactly)."""
+    zero = den == 0
+    return torch.where(zero, torch.zeros_like(num), num / torch.where(zero, torch.ones_like(den), den))
+
+
+def conjugate_gradient_least_squares(X: torch.Tensor, y: torch.Tensor, steps: int) -> torch.Tensor:
+    r"""Conjugate gradient on the normal equations ``S w = Xᵀy`` from ``w₀ = 0``.
+
+    In exact arithmetic it reaches the (minimum-norm) least-squares solution in at
+    most ``rank(S)`` steps; a problem that has converged exactly stays put.
+
+    Parameters
+    ----------
+    X : Tensor of shape (B, n, d)
+    y : Tensor of shape (B, n)
+    steps : int
+
+    Returns
+    -------
+    Tensor of shape (steps + 1, B, d)
+    """
+    v.check_regression_inputs(X, y)
+    steps = _check_steps(steps)
+    B, n, d = X.shape
+    S = _gram(X)
+    out = X.new_zeros((steps + 1, B, d))
+    w = out[0].clone()
+    r = (X.transpose(-1, -2) @ y.unsqueeze(-1)).squeeze(-1)  # b − S·0
+    p = r.clone()
+    rr = (r * r).sum(-1)
+    for t in range(steps):
+        Sp = (S @ p.unsqueeze(-1)).squeeze(-1)
+        step = _safe_div(rr, (p * Sp).sum(-1))
+        w = w + step.unsqueeze(-1) * p
+        r = r - step.unsqueeze(-1) * Sp
+        rr_new = (r * r).sum(-1)
+        p = r + _safe_div(rr_new, rr).unsqueeze(-1) * p
+        rr = rr_new
+        out[t + 1] = w
+    return out
+
+
+def _quadratic_line_search(g: torch.Tensor, p: torch.Tensor, H: torch.Tensor) -> torch.Tensor:
+    """Exact minimizer of a quadratic along p: −gᵀp / pᵀHp, shape (B, 1)."""
+    Hp = (H @ p.unsqueeze(-1)).squeeze(-1)
+    return _safe_div(-(g * p).sum(-1), (p * Hp).sum(-1)).unsqueeze(-1)
+
+
+def lbfgs_least_squares(X: torch.Tensor, y: torch.Tensor, steps: int, memory: int = 5) -> torch.Tensor:
+    r"""L-BFGS on ``L(w) = (1/2n)‖y − Xw‖²`` with exact line search, from ``w₀ = 0``.
+
+    The two-loop recursion with the last ``memory`` pairs ``(s, g⁺ − g)`` and the
+    usual initial scaling ``γ = sᵀu / uᵀu``; the line search is exact because the
+    objective is quadratic.
+
+    Parameters
+    ----------
+    X : Tensor of shape (B, n, d)
+    y : Tensor of shape (B, n)
+    steps : int
+    memory : int, optional
+        Number of curvature pairs kept, ``>= 1``.
+
+    Returns
+    -------
+    Tensor of shape (steps + 1, B, d)
+    """
+    v.check_regression_inputs(X, y)
+    steps = _check_steps(steps)
+    memory = v.check_int(memory, "memory", minimum=1)
+    B, n, d = X.shape
+    H = _gram(X) / n
+    b = (X.transpose(-1, -2) @ y.unsqueeze(-1)).squeeze(-1) / n
+    out = X.new_zeros((steps + 1, B, d))
+    w = out[0].clone()
+    g = -b
+    pairs: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []  # (s, u, ρ)
+    for t in range(steps):
+        q = g.clone()
+        alphas = []
+        for s, u, rho in reversed(pairs):
+            a = rho * (s * q).sum(-1, keepdim=True)
+            q = q - a * u
+            alphas.append(a)
+        if pairs:
+            s, u, _ = pairs[-1]
+            gamma = _safe_div((s * u).sum(-1), (u * u).sum(-1)).unsqueeze(-1)
+            q = gamma * q
+        for (s, u, rho), a in zip(pairs, reversed(alphas)):
+            beta = rho * (u * q).sum(-1, keepdim=True)
+            q = q + (a - beta) * s
+        p = -q
+        step = _quadratic_line_search(g, p, H)
+        s_new = step * p
+        w = w + s_new
+        g_new = (H @ w.unsqueeze(-1)).squeeze(-1) - b
+        u_new = g_new - g
+        rho_new = _safe_div(torch.ones_like(step.squeeze(-1)), (s_new * u_new).sum(-1)).unsqueeze(-1)
+        pairs.append((s_new, u_new, rho_new))
+        if len(pairs) > memory:
+            pairs.pop(0)
+        g = g_new
+        out[t + 1] = w
+    return out
+
+
+def bfgs_least_squares(X: torch.Tensor, y: torch.Tensor, steps: int) -> torch.Tensor:
+    r"""Full-memory BFGS on ``L(w) = (1/2n)‖y − Xw‖²`` with exact line search, from ``w₀ = 0``.
+
+    The inverse-Hessian estimate starts at the identity and is updated with
+    ``H⁺ = (I − ρsuᵀ) H (I − ρusᵀ) + ρssᵀ``. Fu et al. find trained Transformers
+    resemble BFGS.
+
+    Parameters
+    ----------
+    X : Tensor of shape (B, n, d)
+    y : Tensor of shape (B, n)
+    steps : int
+
+    Returns
+    -------
+    Tensor of shape (steps + 1, B, d)
+    """
+    v.check_regression_inputs(X, y)
+    steps = _check_steps(steps)
+    B, n, d = X.shape
+    Hess = _gram(X) / n
+    b = (X.transpose(-1, -2) @ y.unsqueeze(-1)).squeeze(-1) / n
+    eye = torch.eye(d, dtype=X.dtype, device=X.device).expand(B, d, d)
+    Hinv = eye.clone()
+    out = X.new_zeros((steps + 1, B, d))
+    w = out[0].clone()
+    g = -b
+    for t in range(steps):
+        p = -(Hinv @ g.unsqueeze(-1)).squeeze(-1)
+        step = _quadratic_line_search(g, p, Hess)
+        s = step * p
+        w = w + s
+        g_new = (Hess @ w.unsqueeze(-1)).squeeze(-1) - b
+        u = g_new - g
+        rho = _safe_div(torch.ones_like(step.squeeze(-1)), (s * u).sum(-1)).reshape(B, 1, 1)
+        left = eye - rho * s.unsqueeze(-1) @ u.unsqueeze(-2)
+        Hinv = left @ Hinv @ left.transpose(-1, -2) + rho * s.unsqueeze(-1) @ s.unsqueeze(-2)
+        g = g_new
+        out[t + 1] = w
+    return out
+
+
+def online_gradient_descent(X: torch.Tensor, y: torch.Tensor, lr=None) -> torch.Tensor:
+    r"""Online (one example at a time) gradient descent, from ``w₀ = 0``.
+
+    ``w_i = w_{i−1} + η (y_i − x_iᵀ w_{i−1}) x_i`` for ``i = 1…n``: one pass over
+    the context in order, the algorithm Fu et al. find LSTMs resemble.
+
+    Parameters
+    ----------
+    X : Tensor of shape (B, n, d)
+    y : Tensor of shape (B, n)
+    lr : float or Tensor of shape (B,), optional
+        ``None`` picks ``1/mean_i ‖x_i‖²`` per problem.
+
+    Returns
+    -------
+    Tensor of shape (n + 1, B, d)
+        ``out[i]`` is the estimate after seeing the first ``i`` examples.
+    """
+    v.check_regression_inputs(X, y)
+    B, n, d = X.shape
+    eta = (1.0 / (X * X).sum(-1).mean(-1)).reshape(B, 1) if lr is None else _per_problem(lr, B, X, "lr", 1)
+    out = X.new_zeros((n + 1, B, d))
+    w = out[0].clone()
+    for i in range(n):
+        x = X[:, i]
+        residual = y[:, i] - (x * w).sum(-1)
+        w = w + eta * residual.unsqueeze(-1) * x
+        out[i + 1] = w
+    return out
+
+
+# --------------------------------------------------------------------------- logistic regression
+
+
+def logistic_loss(X: torch.Tensor, y: torch.Tensor, w: torch.Tensor, mu: float) -> torch.Tensor:
+    """``mean_i log(1 + exp(−y_i x_iᵀw)) + (mu/2)‖w‖²`` per problem.
+
+    Parameters
+    ----------
+    X : Tensor of shape (B, n, d)
+    y : Tensor of shape (B, n), labels ±1
+    w : Tensor of shape (B, d) or (T, B, d)
+    mu : float, ``> 0``
+
+    Returns
+    -------
+    Tensor of shape (B,) or (T, B)
+    """
+    v.check_regression_inputs(X, y)
+    v.check_labels_pm1(y)
+    mu = v.check_positive(mu, "mu")
+    v.check_tensor(w, "w", ndim=(2, 3))
+    if w.shape[-2:] != (X.shape[0], X.shape[2]):
+        raise ValueError(f"w must have shape (B, d) = {(X.shape[0], X.shape[2])} or (T, B, d), got {tuple(w.shape)}")
+    margins = y * (X @ w.unsqueeze(-1)).squeeze(-1)
+    return torch.nn.functional.softplus(-margins).mean(-1) + 0.5 * mu * (w * w).sum(-1)
+
+
+def damped_newton_logistic(X: torch.Tensor, y: torch.Tensor, mu: float, steps: int) -> torch.Tensor:
+    r"""Damped Newton on ℓ2-regularized logistic regression (Giannou et al. 2024, §5).
+
+    Loss ``f(w) = mean_i log(1 + exp(−y_i x_iᵀw)) + (μ/2)‖w‖²``; from ``w₀ = 0``,
+    ``w⁺ = w − (2√μ / (2√μ + λ(w))) H⁻¹g`` with the Newton decrement
+    ``λ(w) = √(gᵀH⁻¹g)``. The damping keeps every step inside the Dikin
+    ellipsoid of the self-concordant ``f``; once ``λ`` is small the step tends to
+    the full Newton step and convergence is quadratic.
+
+    Parameters
+    ----------
+    X : Tensor of shape (B, n, d)
+    y : Tensor of shape (B, n)
+        Labels −1 or +1.
+    mu : float
+        Regularization ``> 0``.
+    steps : int
+
+    Returns
+    -------
+    Tensor of shape (steps + 1, B, d)
+    """
+    v.check_regression_inputs(X, y)
+    v.check_labels_pm1(y)
+    mu = v.check_positive(mu, "mu")
+    steps = _check_steps(steps)
+    B, n, d = X.shape
+    eye = torch.eye(d, dtype=X.dtype, device=X.device)
+    out = X.new_zeros((steps + 1, B, d))
+    w = out[0].clone()
+    two_sqrt_mu = 2.0 * math.sqrt(mu)
+    for t in range(steps):
+        margins = y * (X @ w.unsqueeze(-1)).squeeze(-1)  # (B, n)
+        s = torch.sigmoid(-margins)  # = 1 − σ(margin)
+        g = -(X.transpose(-1, -2) @ (y * s).unsqueeze(-1)).squeeze(-1) / n + mu * w
+        curvature = s * (1 - s)  # σ(z)(1 − σ(z))
+        H = (X.transpose(-1, -2) * curvature.unsqueeze(-2)) @ X / n + mu * eye
+        newton_dir = torch.linalg.solve(H, g.unsqueeze(-1)).squeeze(-1)
+        decrement = torch.sqrt(torch.clamp((g * newton_dir).sum(-1), min=0))
+        step = two_sqrt_mu / (two_sqrt_mu + decrement)
+        w = w - step.unsqueeze(-1) * newton_dir
+        out[t + 1] = w
+    return out
+
+
+# --------------------------------------------------------------------------- sparse recovery
+
+
+def soft_threshold(z: torch.Tensor, threshold) -> torch.Tensor:
+    """``sign(z) · max(|z| − threshold, 0)``, the proximal map of ``threshold·‖·‖₁``."""
+    return torch.sign(z) * torch.clamp(z.abs() - threshold, min=0)
+
+
+def lasso_objective(X: torch.Tensor, y: torch.Tensor, beta: torch.Tensor, lam: float) -> torch.Tensor:
+    """``(1/2)‖y − Xβ‖² + lam‖β‖₁`` per problem; ``beta`` of shape (B, d) or (T, B, d)."""
+    v.check_regression_inputs(X, y)
+    lam = v.check_positive(lam, "lam")
+    v.check_tensor(beta, "beta", ndim=(2, 3))
+    residual = y - (X @ beta.unsqueeze(-1)).squeeze(-1)
+    return 0.5 * (residual * residual).sum(-1) + lam * beta.abs().sum(-1)
+
+
+def _lasso_setup(X, y, lam, steps, lr):
+    v.check_regression_inputs(X, y)
+    lam = v.check_positive(lam, "lam")
+    steps = _check_steps(steps)
+    B, n, d = X.shape
+    S = _gram(X)
+    eta = (1.0 / _largest_eigenvalue(S)).reshape(B, 1) if lr is None else _per_problem(lr, B, X, "lr", 1)
+    Xty = (X.transpose(-1, -2) @ y.unsqueeze(-1)).squeeze(-1)
+    return lam, steps, S, eta, Xty
+
+
+def ista(X: torch.Tensor, y: torch.Tensor, lam: float, steps: int, lr=None) -> torch.Tensor:
+    r"""ISTA (proximal gradient) on the LASSO ``(1/2)‖y − Xβ‖² + lam‖β‖₁``, from ``β₀ = 0``.
+
+    ``β⁺ = soft(β − η Xᵀ(Xβ − y), η·lam)``.
+
+    Parameters
+    ----------
+    X : Tensor of shape (B, n, d)
+        Measurement matrices.
+    y : Tensor of shape (B, n)
+    lam : float
+        ℓ1 weight ``> 0``.
+    steps : int
+    lr : float or Tensor of shape (B,), optional
+        ``None`` picks ``1/λ_max(XᵀX)`` per problem (the inverse Lipschitz constant
+        of the gradient), for which the objective decreases monotonically.
+
+    Returns
+    -------
+    Tensor of shape (steps + 1, B, d)
+    """
+    lam, steps, S, eta, Xty = _lasso_setup(X, y, lam, steps, lr)
+    out = X.new_zeros((steps + 1,) + Xty.shape)
+    beta = out[0].clone()
+    for t in range(steps):
+        grad = (S @ beta.unsqueeze(-1)).squeeze(-1) - Xty
+        beta = soft_threshold(beta - eta * grad, eta * lam)
+        out[t + 1] = beta
+    return out
+
+
+def fista(X: torch.Tensor, y: torch.Tensor, lam: float, steps: int, lr=None) -> torch.Tensor:
+    r"""FISTA (Beck & Teboulle 2009) on the LASSO, from ``β₀ = 0``.
+
+    ISTA's proximal step taken at an extrapolated point
+    ``z = β_t + ((τ_{t−1} − 1)/τ_t)(β_t − β_{t−1})``, ``τ_{t} = (1 + √(1 + 4τ_{t−1}²))/2``,
+    ``τ₀ = 1``: objective error ``O(1/t²)`` instead of ISTA's ``O(1/t)``.
+
+    Parameters and returns as in :func:`ista`.
+    """
+    lam, steps, S, eta, Xty = _lasso_setup(X, y, lam, steps, lr)
+    out = X.new_zeros((steps + 1,) + Xty.shape)
+    beta = out[0].clone()
+    z = beta.clone()
+    tau = 1.0
+    for t in range(steps):
+        grad = (S @ z.unsqueeze(-1)).squeeze(-1) - Xty
+        beta_new = soft_threshold(z - eta * grad, eta * lam)
+        tau_new = (1.0 + math.sqrt(1.0 + 4.0 * tau * tau)) / 2.0
+        z = beta_new + ((tau - 1.0) / tau_new) * (beta_new - beta)
+        beta, tau = beta_new, tau_new
+        out[t + 1] = beta
+    return out
