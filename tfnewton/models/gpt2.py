@@ -1,0 +1,201 @@
+"""A GPT-2-style in-context regressor, as trained by Garg et al. (2022) and probed by Fu et al.
+
+The prompt ``(x_1, y_1, ..., x_n, y_n)`` becomes ``2n`` tokens in ``d`` dimensions: the x
+token is ``x_i`` itself and the y token is ``(y_i, 0, ..., 0)`` (Garg et al.'s ``_combine``).
+A linear read-in lifts every token to the model width, learned position embeddings are
+added, pre-LayerNorm blocks with causal softmax attention mix the tokens, and a final
+LayerNorm and a linear read-out turn the hidden state *at each x token* into the prediction
+of that x's label. Because attention is causal and ``x_i``'s token comes before ``y_i``'s,
+prediction ``i`` sees ``x_i`` and the pairs before it, never ``y_i``.
+
+Reading order (nanoGPT's): :class:`GPT2Config`, :class:`CausalSelfAttention`, :class:`MLP`,
+:class:`Block`, :class:`GPT2Regressor`. The module names mirror Hugging Face's
+``GPT2Model`` (``wpe``, ``h.i.ln_1``, ``attn.c_attn``, ``attn.c_proj``, ``mlp.c_fc``,
+``mlp.c_proj``, ``ln_f``), so a Garg et al. checkpoint converts by renaming keys and
+transposing HF's ``Conv1D`` weights — no rewrite.
+
+Hook protocol shared by every model in :mod:`tfnewton.models` (the probes rely on it):
+
+- ``model.embed(X, y) -> (B, T, D)``: the residual stream before the first block;
+- ``model.blocks``: an ``nn.ModuleList``; each block maps ``(B, T, D) -> (B, T, D)``;
+- ``model.readout(H) -> (B, n)``: final LayerNorm + read-out at the x tokens;
+- ``model.x_token_positions(n) -> LongTensor (n,)``: the token index of ``x_i``;
+- ``model(X, y) == model.readout(blocks(model.embed(X, y)))``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .._validate import check_int
+from ._common import InContextRegressor
+
+
+@dataclass
+class GPT2Config:
+    """Shape of a :class:`GPT2Regressor`.
+
+    Parameters
+    ----------
+    d : int
+        Dimension of the inputs ``x``.
+    n_points : int
+        Longest prompt, in (x, y) pairs; the model has ``2 * n_points`` learned positions.
+    n_layers, width, heads : int
+        Blocks, residual-stream width and attention heads (``width % heads == 0``).
+    layernorm : bool
+        Pre-LayerNorm blocks and a final LayerNorm (GPT-2); ``False`` replaces each by the
+        identity (an ablation, not Garg et al.'s model).
+    mlp_ratio : int
+        Hidden width of the MLP is ``mlp_ratio * width`` (GPT-2: 4).
+    ln_eps : float
+        LayerNorm epsilon (GPT-2 and Hugging Face: 1e-5).
+    """
+
+    d: int
+    n_points: int
+    n_layers: int = 6
+    width: int = 64
+    heads: int = 4
+    layernorm: bool = True
+    mlp_ratio: int = 4
+    ln_eps: float = 1e-5
+
+    def __post_init__(self):
+        for name in ("d", "n_points", "n_layers", "width", "heads", "mlp_ratio"):
+            check_int(getattr(self, name), name, minimum=1)
+        if self.width % self.heads:
+            raise ValueError(
+                f"width must be a multiple of heads, got width={self.width} and heads={self.heads}"
+            )
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _layernorm(config: GPT2Config) -> nn.Module:
+    return nn.LayerNorm(config.width, eps=config.ln_eps) if config.layernorm else nn.Identity()
+
+
+class CausalSelfAttention(nn.Module):
+    """Multi-head causal softmax attention, queries/keys/values from one fused Linear."""
+
+    def __init__(self, config: GPT2Config):
+        super().__init__()
+        self.heads = config.heads
+        self.c_attn = nn.Linear(config.width, 3 * config.width)  # q, k, v for all heads
+        self.c_proj = nn.Linear(config.width, config.width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, T, C = x.shape
+        q, k, v = self.c_attn(x).split(C, dim=2)
+        hs = C // self.heads
+        q = q.view(B, T, self.heads, hs).transpose(1, 2)  # (B, nh, T, hs)
+        k = k.view(B, T, self.heads, hs).transpose(1, 2)
+        v = v.view(B, T, self.heads, hs).transpose(1, 2)
+        # softmax(q k^T / sqrt(hs)) v with a causal mask: token t attends to tokens <= t.
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (B, nh, T, hs)
+        y = y.transpose(1, 2).reshape(B, T, C)
+        return self.c_proj(y)
+
+
+class MLP(nn.Module):
+    """Linear -> GELU (tanh approximation, GPT-2's ``gelu_new``) -> Linear."""
+
+    def __init__(self, config: GPT2Config):
+        super().__init__()
+        self.c_fc = nn.Linear(config.width, config.mlp_ratio * config.width)
+        self.c_proj = nn.Linear(config.mlp_ratio * config.width, config.width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.c_proj(F.gelu(self.c_fc(x), approximate="tanh"))
+
+
+class Block(nn.Module):
+    """Pre-LN Transformer block: ``h + attn(ln_1(h))`` then ``h + mlp(ln_2(h))``."""
+
+    def __init__(self, config: GPT2Config):
+        super().__init__()
+        self.ln_1 = _layernorm(config)
+        self.attn = CausalSelfAttention(config)
+        self.ln_2 = _layernorm(config)
+        self.mlp = MLP(config)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        h = h + self.attn(self.ln_1(h))
+        h = h + self.mlp(self.ln_2(h))
+        return h
+
+
+class GPT2Regressor(InContextRegressor):
+    """Garg et al.'s in-context learner: read-in, GPT-2 backbone, read-out at the x tokens.
+
+    Parameters
+    ----------
+    config : GPT2Config
+
+    Examples
+    --------
+    >>> import torch
+    >>> from tfnewton.models.gpt2 import GPT2Config, GPT2Regressor
+    >>> model = GPT2Regressor(GPT2Config(d=3, n_points=7, n_layers=2, width=16, heads=2))
+    >>> X, y = torch.randn(4, 7, 3), torch.randn(4, 7)
+    >>> model(X, y).shape
+    torch.Size([4, 7])
+    """
+
+    kind = "gpt2"
+
+    def __init__(self, config: GPT2Config):
+        super().__init__()
+        self.config = config
+        self.read_in = nn.Linear(config.d, config.width)
+        self.wpe = nn.Embedding(2 * config.n_points, config.width)
+        self.blocks = nn.ModuleList([Block(config) for _ in range(config.n_layers)])
+        self.ln_f = _layernorm(config)
+        self.read_out = nn.Linear(config.width, 1)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """GPT-2's initialisation: N(0, 0.02) weights, zero biases, and the two residual
+        projections of each block scaled by 1/sqrt(2 * n_layers)."""
+        for module in self.modules():
+            if isinstance(module, (nn.Linear, nn.Embedding)):
+                nn.init.normal_(module.weight, mean=0.0, std=0.02)
+                if getattr(module, "bias", None) is not None:
+                    nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.LayerNorm):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+        std = 0.02 / math.sqrt(2 * self.config.n_layers)
+        for block in self.blocks:
+            nn.init.normal_(block.attn.c_proj.weight, mean=0.0, std=std)
+            nn.init.normal_(block.mlp.c_proj.weight, mean=0.0, std=std)
+
+    # -- the hook protocol ---------------------------------------------------------------
+    def x_token_positions(self, n: int) -> torch.Tensor:
+        """Token index of ``x_i`` for ``i < n``: ``0, 2, 4, ...``."""
+        return torch.arange(n, device=self.wpe.weight.device) * 2
+
+    def embed(self, X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Interleave, read in and add positions: ``(B, n, d), (B, n) -> (B, 2n, width)``."""
+        X, y = self._check_inputs(X, y)
+        tokens = interleave(X, y)  # (B, 2n, d)
+        T = tokens.shape[1]
+        return self.read_in(tokens) + self.wpe.weight[:T]
+
+    def readout(self, H: torch.Tensor) -> torch.Tensor:
+        """Final LayerNorm and read-out at the x tokens: ``(B, 2n, width) -> (B, n)``."""
+        return self.read_out(self.ln_f(H[:, ::2]))[..., 0]
+
+
+def interleave(X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Garg et al.'s token layout ``x_1, (y_1, 0, ..., 0), x_2, ...``: ``(B, n, d), (B, n) -> (B, 2n, d)``."""
+    B, n, d = X.shape
+    y_tokens = F.pad(y.unsqueeze(-1), (0, d - 1))  # (B, n, d): y in the first coordinate
+    return torch.stack((X, y_tokens), dim=2).reshape(B, 2 * n, d)
