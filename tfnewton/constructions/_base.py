@@ -56,6 +56,7 @@ def attention_block(width: int, n_heads: int, head_dim: int, value_dim: int, *, 
     with torch.no_grad():
         attn.in_proj.zero_()
         attn.out_proj.zero_()
+    attn.requires_grad_(False)  # written down, not learned: no autograd graph in forward
     return Residual(attn)
 
 
