@@ -44,6 +44,9 @@ __all__ = [
     "load_checkpoint",
     "save_checkpoint",
     "PretrainedError",
+    "from_garg_checkpoint",
+    "to_garg_state_dict",
+    "from_hf_gpt2",
 ]
 
 KINDS = ("gpt2", "linear", "lstm")
