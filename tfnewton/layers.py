@@ -185,10 +185,13 @@ class LinearAttention(nn.Module):
             scores = q @ k.transpose(-1, -2)  # (B, h, T, T)
             mask = torch.ones(T, T, dtype=torch.bool, device=H.device).tril()
             out = scores.masked_fill(~mask, 0.0) @ v  # (B, h, T, dv)
-        elif T * (dk + dv) <= 2 * dk * dv:
+        elif T * (dk + dv) < 2 * dk * dv:
             out = (q @ k.transpose(-1, -2)) @ v  # few tokens: (QKᵀ)V is cheaper
         else:
-            out = q @ (k.transpose(-1, -2) @ v)  # Q(KᵀV): the (dk, dv) matrix Σ_s k_s v_sᵀ first
+            # Q(KᵀV): the (dk, dv) matrix Σ_s k_s v_sᵀ first. On a tie (Newton–Schulz: T = dk = dv)
+            # this order is the one that computes (X A) X as tfnewton.algorithms does, which in
+            # float32 decides whether X is the better left or right inverse.
+            out = q @ (k.transpose(-1, -2) @ v)
         if self.normalize:
             if self.causal:
                 counts = torch.arange(1, T + 1, device=H.device, dtype=H.dtype)

@@ -68,6 +68,12 @@ class GDRegressionTransformer(Construction):
         ``steps`` residual linear-attention blocks, one per GD step.
     """
 
+    HEAD_NAMES = ("residuals (−)", "w += Δw")
+    SLOT_CONTENTS = {
+        "context i": {"x": "c·x_i", "r": "c·(y_i − x_iᵀw_t)"},
+        "query": {"r": "−x_qᵀw_t", "q": "x_q", "flag": "1", "w": "w_t"},
+    }
+
     def __init__(self, d: int, steps: int, lr=None, *, dtype=torch.float64, device=None):
         d, steps, dtype, device = check_build(d, steps, dtype, device)
         super().__init__()

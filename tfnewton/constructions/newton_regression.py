@@ -100,6 +100,13 @@ class NewtonRegressionTransformer(Construction):
         ``steps + 2`` residual linear-attention blocks: Gram, ``steps`` Newton steps, read-out.
     """
 
+    HEAD_NAMES = ("MSM (−)", "copy M (+)", "w ← Mu", "p ← x_qᵀMu")
+    SLOT_CONTENTS = {
+        "context i": {"x": "c·x_i", "y": "c·y_i"},
+        "query": {"q": "x_q", "flag": "1", "w": "w_k", "p": "x_qᵀw_k"},
+        "matrix token j": {"E": "e_j", "S": "S̃[:, j]", "M": "M̃_k[:, j]", "u": "(X̃ᵀỹ)_j"},
+    }
+
     def __init__(self, d: int, steps: int, alpha=None, *, dtype=torch.float64, device=None):
         d, steps, dtype, device = check_build(d, steps, dtype, device)
         super().__init__()

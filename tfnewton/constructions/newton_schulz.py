@@ -72,7 +72,8 @@ class NewtonSchulzTransformer(Construction):
         ``steps`` residual linear-attention blocks, block ``t`` maps ``X_t`` to ``X_{t+1}``.
     """
 
-    HEAD_NAMES = ("X A X  (subtracted)", "copy X  (added)")
+    HEAD_NAMES = ("XAX (−)", "copy X (+)")
+    SLOT_CONTENTS = {"token j": {"A": "A[j, :]", "X": "X_t[:, j]", "E": "e_j"}}
 
     def __init__(self, d: int, steps: int, alpha=None, *, dtype=torch.float64, device=None):
         d, steps, dtype, device = check_build(d, steps, dtype, device)
