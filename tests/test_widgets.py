@@ -80,7 +80,7 @@ def test_an_error_in_the_plot_fails_loudly():
         interact_figure(broken, x=(0.0, 2.0))
 
 
-@pytest.mark.parametrize("plot, dpi, error", [(42, 100, TypeError), (_line, 0, ValueError), (_line, 1.5, ValueError)])
+@pytest.mark.parametrize("plot, dpi, error", [(42, 100, TypeError), (_line, 0, ValueError), (_line, 1.5, TypeError)])
 def test_validation(plot, dpi, error):
     with pytest.raises(error, match="plot|dpi"):
         interact_figure(plot, dpi=dpi)

@@ -31,6 +31,8 @@ import base64
 import io
 from typing import Callable
 
+from ._validate import check_int
+
 __all__ = ["InteractiveFigure", "interact_figure", "WIDGET_VIEW_MIME"]
 
 WIDGET_VIEW_MIME = "application/vnd.jupyter.widget-view+json"
@@ -65,6 +67,8 @@ class InteractiveFigure:
         The figure drawn at the widgets' initial values, as PNG.
     description : str
         The ``text/plain`` representation.
+    kwargs : dict
+        The initial values the PNG was drawn with.
 
     Attributes
     ----------
@@ -120,9 +124,7 @@ def interact_figure(plot: Callable, /, *, dpi: int = 100, **controls) -> Interac
     """
     if not callable(plot):
         raise TypeError(f"plot must be callable, got {type(plot).__name__}")
-    check_int_dpi = isinstance(dpi, int) and not isinstance(dpi, bool) and dpi > 0
-    if not check_int_dpi:
-        raise ValueError(f"dpi must be a positive int, got {dpi!r}")
+    dpi = check_int(dpi, "dpi", minimum=1)
 
     import ipywidgets
     import matplotlib.pyplot as plt
