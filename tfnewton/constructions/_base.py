@@ -98,6 +98,29 @@ class Construction(ResidualStack):
     def device(self) -> torch.device:
         return self.blocks[0].layer.in_proj.device if len(self.blocks) else torch.device("cpu")
 
+    def trace(self, H: torch.Tensor, read) -> torch.Tensor:
+        """``read`` applied to the stream before the first block and after each block, stacked.
+
+        Memory-light alternative to ``run_blocks(H, return_hidden=True)`` when only a slice
+        of each stream is needed (the query token of a 1000-layer model, say).
+
+        Parameters
+        ----------
+        H : Tensor of shape (B, T, D)
+            The embedded input.
+        read : callable
+            Maps a stream ``(B, T, D)`` to a tensor.
+
+        Returns
+        -------
+        Tensor of shape (L + 1, ...)
+        """
+        out = [read(H)]
+        for block in self.blocks:
+            H = block(H)
+            out.append(read(H))
+        return torch.stack(out)
+
     def heads_per_block(self) -> list[int]:
         """Number of attention heads in each block."""
         return [block.layer.n_heads for block in self.blocks]

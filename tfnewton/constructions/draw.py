@@ -32,7 +32,7 @@ def token_labels(model: Construction, T: int) -> list[str]:
     """A short name for each of the ``T`` tokens of ``model``'s stream."""
     d = model.d
     if model.layout.sizes.keys() >= {"A", "X", "E"}:  # Newton–Schulz: one token per column
-        return [f"col {j + 1}" for j in range(T)]
+        return [f"token {j + 1}" for j in range(T)]
     n = T - 1 - (d if "M" in model.layout.sizes else 0)
     labels = [f"x{i + 1}" for i in range(n)] + ["query"]
     return labels + [f"M col {j + 1}" for j in range(T - n - 1)]

@@ -157,12 +157,13 @@ class GDRegressionTransformer(Construction):
 
     def iterates(self, X, y) -> torch.Tensor:
         """Every ``w_t`` read from the query token: shape (steps + 1, B, d)."""
-        return self.hidden_states(X, y)[:, :, -1, self.layout["w"]]
+        w = self.layout["w"]
+        return self.trace(self.embed(X, y), lambda H: H[:, -1, w])
 
     def predictions(self, X, y, x_query) -> torch.Tensor:
         """Every ``x_qᵀw_t``: shape (steps + 1, B)."""
         self._check(X, y, x_query)
-        return self.readout(self.hidden_states(X, y, x_query))
+        return self.trace(self.embed(X, y, x_query), self.readout)
 
     def block_of_step(self, k: int) -> int:
         """Block after which the query holds ``w_k``: ``k − 1`` (``-1``: the embedding, ``w₀ = 0``)."""

@@ -245,18 +245,20 @@ class NewtonRegressionTransformer(Construction):
         """The stream after 0, 1, …, steps + 2 blocks: shape (steps + 3, B, n + 1 + d, 6d + 4)."""
         return self.run_blocks(self.embed(X, y, x_query), return_hidden=True)[1]
 
+    def _query_trace(self, X, y, x_query, slot: str) -> torch.Tensor:
+        n, s = X.shape[1], self.layout[slot]
+        trace = self.trace(self.embed(X, y, x_query), lambda H: H[:, n, s])  # (L + 1, B, size)
+        idx = [self.hidden_index_of_step(k) for k in range(self.steps + 1)]
+        return trace[idx]
+
     def iterates(self, X, y) -> torch.Tensor:
         """Every ``w_k``, read from the query token after block ``k + 1``: shape (steps + 1, B, d)."""
-        hs = self.hidden_states(X, y)
-        idx = [self.hidden_index_of_step(k) for k in range(self.steps + 1)]
-        return hs[idx, :, X.shape[1], self.layout["w"]]
+        return self._query_trace(X, y, None, "w")
 
     def predictions(self, X, y, x_query) -> torch.Tensor:
         """Every ``x_qᵀ w_k``, read from the query token: shape (steps + 1, B)."""
         self._check(X, y, x_query)
-        hs = self.hidden_states(X, y, x_query)
-        idx = [self.hidden_index_of_step(k) for k in range(self.steps + 1)]
-        return self.readout(hs[idx])
+        return self._query_trace(X, y, x_query, "p")[..., 0]
 
     def block_of_step(self, k: int) -> int:
         """Block after which the query token holds ``w_k`` and ``x_qᵀw_k``: ``k + 1``."""
