@@ -856,7 +856,9 @@ def _check_task(task):
     v.check_regression_inputs(X, y, "task.X", "task.y")
     if X.shape[1] < 2:
         raise ValueError(f"task prompts need at least 2 points (context and a query), got n = {X.shape[1]}")
-    return X, y
+    # The model runs on its own device (the hidden states are captured there); the targets
+    # and the probes' float64 solves are small and live on the CPU.
+    return X.detach().cpu(), y.detach().cpu()
 
 
 def _step_list(steps) -> list:
@@ -904,10 +906,11 @@ def probe_iterates(
 
     Each prompt of ``task`` is split into its first ``n − 1`` pairs (the context) and its last
     point (the query). The algorithm runs on each context (in float64), giving ``w_k`` for every
-    requested step ``k``; the model runs once on context + query and the hidden state of every
-    layer at the query token (or at the ``position`` asked for) is kept. Then, per layer, one
-    batched ridge solve fits a probe to every target on a fit split, the penalty chosen on a
-    validation split inside it, and R² is measured on the held-out test split.
+    requested step ``k``; the model runs once on context + query (on its own device) and the
+    hidden state of every layer at the query token (or at the ``position`` asked for) is kept.
+    Then, per layer, one batched ridge solve (float64, CPU) fits a probe to every target on a
+    fit split, the penalty chosen on a validation split inside it, and R² is measured on the
+    held-out test split.
 
     Parameters
     ----------
