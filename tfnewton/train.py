@@ -75,6 +75,8 @@ class TrainConfig:
         Input dimension and prompt length (pairs) at the end of the curriculum.
     n_layers, width, heads, layernorm
         Architecture.
+    mlp : bool
+        ``"linear"`` only: a ReLU MLP after each attention layer (``False``: attention only).
     noise_std : float
         Label noise (regression tasks).
     sparsity : int
@@ -107,6 +109,7 @@ class TrainConfig:
     width: int = 64
     heads: int = 4
     layernorm: bool = True
+    mlp: bool = True
     noise_std: float = 0.0
     sparsity: int = 3
     batch_size: int = 64
@@ -426,7 +429,10 @@ def _load_state(path: Path, config: TrainConfig, world: int) -> dict:
     if not isinstance(state, dict) or state.get("format") != "tfnewton-train-state":
         raise PretrainedError(f"cannot resume: {str(path)!r} is not a tfnewton training state")
     saved = state["config"]
-    diffs = [f"{k}: saved {saved.get(k)!r}, now {v!r}" for k, v in asdict(config).items() if saved.get(k) != v]
+    defaults = asdict(TrainConfig())
+    # A field the saved run did not have yet counts as its default (older tfnewton versions).
+    diffs = [f"{k}: saved {saved.get(k, defaults[k])!r}, now {v!r}" for k, v in asdict(config).items()
+             if saved.get(k, defaults[k]) != v]
     if diffs:
         raise ValueError("cannot resume: the recipe differs from the interrupted run's (" + "; ".join(diffs) + ")")
     if len(state["generators"]) != world:
@@ -535,7 +541,7 @@ def train(
     # Model and optimizer. The initialisation depends on the seed only (same on every rank).
     model = build_model(config.kind, config.d, n_layers=config.n_layers, width=config.width,
                         heads=config.heads, layernorm=config.layernorm, n_points=config.n_points,
-                        device=device, seed=config.seed)
+                        mlp=config.mlp if config.kind == "linear" else None, device=device, seed=config.seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, betas=(config.beta1, config.beta2),
                                   weight_decay=config.weight_decay, fused=True)
     # Training data: one generator per rank, on the training device.
@@ -694,7 +700,7 @@ def config_to_argv(config: TrainConfig) -> list[str]:
         value = getattr(config, f.name)
         if value == getattr(default, f.name):
             continue
-        flag = "--" + f.name.replace("_", "-")
+        flag = _flag(f.name)
         if isinstance(value, bool):
             argv.append(flag if value else "--no-" + f.name.replace("_", "-"))
         else:
@@ -720,14 +726,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no tqdm bar")
     p.add_argument("--no-final-eval", action="store_true", help="skip the error-vs-k curve at the end")
     for f in dataclasses.fields(TrainConfig):
-        flag = "--" + f.name.replace("_", "-")
+        flags = [_flag(f.name)] + (["--d"] if f.name == "d" else [])
         if f.type in ("bool", bool):
-            p.add_argument(flag, dest=f.name, action="store_true", default=None)
+            p.add_argument(*flags, dest=f.name, action="store_true", default=None)
             p.add_argument("--no-" + f.name.replace("_", "-"), dest=f.name, action="store_false")
         else:
             kind = {"int": int, "float": float, "str": str}[f.type if isinstance(f.type, str) else f.type.__name__]
-            p.add_argument(flag, dest=f.name, type=kind, default=None)
+            p.add_argument(*flags, dest=f.name, type=kind, default=None)
     return p
+
+
+def _flag(name: str) -> str:
+    # ``--dim`` rather than ``--d``: torchrun's own parser rejects ``--d`` as an ambiguous
+    # abbreviation of its options even after the module name (``--d`` stays as an alias).
+    return "--dim" if name == "d" else "--" + name.replace("_", "-")
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:

@@ -92,6 +92,7 @@ def build_model(
     heads: int = 4,
     layernorm: bool = True,
     n_points: int | None = None,
+    mlp: bool | None = None,
     device=None,
     dtype=None,
     seed: int | None = None,
@@ -115,6 +116,9 @@ def build_model(
     n_points : int, optional
         Longest prompt in (x, y) pairs; default ``2 * d + 1`` (Garg et al.'s curriculum end).
         The LSTM has no positions and accepts any length.
+    mlp : bool, optional
+        ``"linear"`` only: a ReLU MLP after each attention layer (default ``True``);
+        ``False`` gives attention-only blocks, the setting of the constructions.
     device, dtype : optional
         Where and in which dtype the parameters live (default CPU, float32).
     seed : int, optional
@@ -134,6 +138,10 @@ def build_model(
         raise TypeError(f"layernorm must be a bool, got {type(layernorm).__name__}")
     config_cls, _ = _config_class(kind)
     fields = dict(d=d, n_points=n_points, n_layers=n_layers, width=width, heads=heads, layernorm=layernorm)
+    if mlp is not None:
+        if kind != "linear":
+            raise ValueError(f"mlp is an option of the 'linear' model only, not of {kind!r}")
+        fields["mlp"] = bool(mlp)
     allowed = set(config_cls.__dataclass_fields__)
     config = config_cls(**{k: v for k, v in fields.items() if k in allowed})
     return model_from_config(kind, config, device=device, dtype=dtype, seed=seed)

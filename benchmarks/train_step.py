@@ -1,0 +1,125 @@
+"""Median milliseconds per training step: tfnewton's "gpt2" model vs the Hugging Face stack.
+
+The stack Garg et al. (2022) and Fu et al. (2024) trained with is Hugging Face's
+``GPT2Model`` between a linear read-in and read-out (Garg et al.'s ``TransformerModel``),
+optimized with ``torch.optim.Adam``. Ours is ``tfnewton.models.build_model("gpt2", ...)``
+and the step of ``tfnewton.train`` (fused AdamW, gradient clipping). A step is forward,
+MSE loss, backward and the optimizer update on a fresh batch. The two are timed
+*alternately in one process* (ours, theirs, ours, ...) so that a noisy, shared machine
+slows both alike and the ratio holds.
+
+Configurations: Fu et al.'s (d = 20, 41 points, 12 layers, width 256, 8 heads, batch 64)
+and the small CPU recipe (d = 5, 11 points, 6 x 64, 4 heads, batch 64).
+
+    python benchmarks/train_step.py                 # both configs, a few steps each
+    python benchmarks/train_step.py --steps 20 --threads 2
+
+``transformers`` is a benchmark-only dependency (benchmarks/requirements.txt).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+import torch.nn as nn
+
+from tfnewton.models import build_model
+from tfnewton.models.gpt2 import interleave
+
+CONFIGS = {
+    "fu (d=20, 41 pts, 12x256, 8 heads)": dict(d=20, n_points=41, n_layers=12, width=256, heads=8, batch=64),
+    "small cpu (d=5, 11 pts, 6x64, 4 heads)": dict(d=5, n_points=11, n_layers=6, width=64, heads=4, batch=64),
+}
+
+
+class GargTransformer(nn.Module):
+    """Garg et al.'s ``TransformerModel`` (src/models.py), verbatim in substance."""
+
+    def __init__(self, n_dims, n_positions, n_embd, n_layer, n_head):
+        super().__init__()
+        from transformers import GPT2Config, GPT2Model
+
+        config = GPT2Config(n_positions=2 * n_positions, n_embd=n_embd, n_layer=n_layer, n_head=n_head,
+                            resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, use_cache=False)
+        self._read_in = nn.Linear(n_dims, n_embd)
+        self._backbone = GPT2Model(config)
+        self._read_out = nn.Linear(n_embd, 1)
+
+    def forward(self, xs, ys):
+        zs = interleave(xs, ys)  # Garg's _combine
+        output = self._backbone(inputs_embeds=self._read_in(zs)).last_hidden_state
+        return self._read_out(output)[:, ::2, 0]
+
+
+def make_ours(c):
+    model = build_model("gpt2", c["d"], n_layers=c["n_layers"], width=c["width"], heads=c["heads"],
+                        n_points=c["n_points"], seed=0)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.0, fused=True)
+
+    def step(X, y):
+        loss = (model(X, y) - y).pow(2).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+
+    return step
+
+
+def make_theirs(c):
+    torch.manual_seed(0)
+    model = GargTransformer(c["d"], c["n_points"], c["width"], c["n_layers"], c["heads"])
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4)  # Garg et al.'s train.py
+
+    def step(X, y):
+        loss = (model(X, y) - y).pow(2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    return step
+
+
+def bench(c, steps: int, warmup: int):
+    g = torch.Generator().manual_seed(0)
+    data = [(torch.randn(c["batch"], c["n_points"], c["d"], generator=g),
+             torch.randn(c["batch"], c["n_points"], generator=g)) for _ in range(4)]
+    fns = {"tfnewton": make_ours(c), "HF GPT2Model": make_theirs(c)}
+    times = {name: [] for name in fns}
+    for i in range(warmup + steps):
+        for name, fn in fns.items():  # alternate: ours, theirs, ours, theirs, ...
+            X, y = data[i % len(data)]
+            t = time.perf_counter()
+            fn(X, y)
+            if i >= warmup:
+                times[name].append(time.perf_counter() - t)
+    return {name: 1000 * statistics.median(ts) for name, ts in times.items()}
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--steps", type=int, default=None, help="timed steps per model (default: 5 Fu, 30 small)")
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--only", choices=["fu", "small"], default=None)
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s); median ms per step "
+          "(forward + backward + optimizer), measured alternately")
+    print(f"| config | tfnewton (ms) | HF GPT2Model stack (ms) | ratio |")
+    print("|---|---|---|---|")
+    for name, c in CONFIGS.items():
+        if args.only and not name.startswith(args.only):
+            continue
+        steps = args.steps or (5 if c["width"] >= 256 else 30)
+        r = bench(c, steps, args.warmup)
+        ours, theirs = r["tfnewton"], r["HF GPT2Model"]
+        print(f"| {name}, batch {c['batch']} | {ours:.1f} | {theirs:.1f} | {ours / theirs:.2f}x |", flush=True)
+
+
+if __name__ == "__main__":
+    main()

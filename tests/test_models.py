@@ -1,0 +1,308 @@
+"""tfnewton.models: the three families, the hook protocol, causality, checkpoints."""
+
+import pickle
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tfnewton.models import (
+    KINDS,
+    PretrainedError,
+    build_model,
+    list_pretrained,
+    load_checkpoint,
+    load_pretrained,
+    model_from_config,
+    save_checkpoint,
+)
+from tfnewton.models.gpt2 import interleave
+from tfnewton.models.pretrained import PRETRAINED_DIR
+
+TINY = dict(n_layers=2, width=16, heads=2)
+
+
+def _prompts(B, n, d, dtype=torch.float64, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(B, n, d, generator=g, dtype=dtype), torch.randn(B, n, generator=g, dtype=dtype)
+
+
+# --------------------------------------------------------------------------- shapes and the hook protocol
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("layernorm", [True, False])
+def test_forward_shape_dtype_and_hook_protocol(kind, layernorm):
+    model = build_model(kind, 3, layernorm=layernorm, n_points=6, seed=0, **TINY).double()
+    X, y = _prompts(4, 6, 3)
+    out = model(X, y)
+    assert out.shape == (4, 6) and out.dtype == torch.float64
+    assert isinstance(model.blocks, torch.nn.ModuleList) and len(model.blocks) == 2
+    H = model.embed(X, y)
+    assert H.shape == (4, 12, 16)
+    for block in model.blocks:
+        H = block(H)
+        assert H.shape == (4, 12, 16)
+    assert torch.equal(model.readout(H), out)
+    pos = model.x_token_positions(6)
+    assert pos.dtype == torch.long and pos.tolist() == [0, 2, 4, 6, 8, 10]
+    # the x tokens are where the read-out looks: changing only the y-token states changes nothing
+    H2 = H.clone()
+    H2[:, 1::2] += 1.0
+    assert torch.equal(model.readout(H2), out)
+
+
+def test_float32_model_answers_in_input_dtype():
+    model = build_model("gpt2", 2, n_points=4, seed=0, **TINY)
+    X, y = _prompts(2, 4, 2, dtype=torch.float64)
+    out = model(X, y)
+    assert out.dtype == torch.float64
+    torch.testing.assert_close(out.float(), model(X.float(), y.float()))
+
+
+def test_seed_makes_initialisation_reproducible_without_touching_global_rng():
+    state = torch.random.get_rng_state()
+    a = build_model("gpt2", 3, seed=7, **TINY)
+    b = build_model("gpt2", 3, seed=7, **TINY)
+    assert torch.equal(torch.random.get_rng_state(), state)
+    for pa, pb in zip(a.parameters(), b.parameters()):
+        assert torch.equal(pa, pb)
+
+
+@settings(deadline=None, max_examples=12)
+@given(kind=st.sampled_from(KINDS), n=st.integers(2, 7), i=st.integers(0, 6), seed=st.integers(0, 1000))
+def test_prediction_i_ignores_y_i_and_later_pairs(kind, n, i, seed):
+    i = min(i, n - 1)
+    model = build_model(kind, 3, n_points=7, seed=seed % 5, **TINY).double()
+    X, y = _prompts(3, n, 3, seed=seed)
+    X2, y2 = X.clone(), y.clone()
+    X2[:, i + 1:] += torch.randn_like(X2[:, i + 1:])
+    y2[:, i:] += 5.0  # y_i itself must not be used for prediction i
+    before, after = model(X, y), model(X2, y2)
+    torch.testing.assert_close(after[:, : i + 1], before[:, : i + 1], rtol=0, atol=1e-12)
+    if i + 1 < n:  # and later predictions do depend on them (the test can fail)
+        assert not torch.allclose(after[:, i + 1:], before[:, i + 1:])
+
+
+def test_interleave_is_gargs_combine():
+    X, y = _prompts(2, 3, 4)
+    Z = interleave(X, y)
+    assert Z.shape == (2, 6, 4)
+    assert torch.equal(Z[:, 0::2], X)
+    assert torch.equal(Z[:, 1::2, 0], y) and torch.equal(Z[:, 1::2, 1:], torch.zeros(2, 3, 3, dtype=X.dtype))
+
+
+def test_gpt2_parameter_names_mirror_hugging_face():
+    model = build_model("gpt2", 3, n_layers=1, width=8, heads=2, n_points=4)
+    shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    assert shapes == {
+        "read_in.weight": (8, 3), "read_in.bias": (8,), "wpe.weight": (8, 8),
+        "blocks.0.ln_1.weight": (8,), "blocks.0.ln_1.bias": (8,),
+        "blocks.0.attn.c_attn.weight": (24, 8), "blocks.0.attn.c_attn.bias": (24,),
+        "blocks.0.attn.c_proj.weight": (8, 8), "blocks.0.attn.c_proj.bias": (8,),
+        "blocks.0.ln_2.weight": (8,), "blocks.0.ln_2.bias": (8,),
+        "blocks.0.mlp.c_fc.weight": (32, 8), "blocks.0.mlp.c_fc.bias": (32,),
+        "blocks.0.mlp.c_proj.weight": (8, 32), "blocks.0.mlp.c_proj.bias": (8,),
+        "ln_f.weight": (8,), "ln_f.bias": (8,), "read_out.weight": (1, 8), "read_out.bias": (1,),
+    }
+    assert model.ln_f.eps == 1e-5
+
+
+def test_gpt2_block_matches_a_hand_written_reference():
+    """One block against an independent float64 loop: pre-LN, causal softmax/sqrt(hs), tanh GELU."""
+    torch.manual_seed(0)
+    model = build_model("gpt2", 2, n_layers=1, width=8, heads=2, n_points=3).double()
+    for p in model.parameters():  # non-trivial LayerNorm and biases too
+        torch.nn.init.normal_(p, std=0.3)
+    blk = model.blocks[0].requires_grad_(False)
+    H = torch.randn(1, 6, 8, dtype=torch.float64)
+
+    def ln(x, mod):
+        mu, var = x.mean(-1, keepdim=True), x.var(-1, unbiased=False, keepdim=True)
+        return (x - mu) / torch.sqrt(var + 1e-5) * mod.weight + mod.bias
+
+    a = ln(H[0], blk.ln_1)
+    qkv = a @ blk.attn.c_attn.weight.T + blk.attn.c_attn.bias
+    q, k, v = qkv[:, :8], qkv[:, 8:16], qkv[:, 16:]
+    heads = []
+    for h in range(2):
+        sl = slice(4 * h, 4 * h + 4)
+        out = torch.zeros(6, 4, dtype=torch.float64)
+        for t in range(6):
+            s = torch.tensor([q[t, sl] @ k[u, sl] / 2.0 for u in range(t + 1)], dtype=torch.float64)
+            out[t] = torch.softmax(s, 0) @ v[: t + 1, sl]
+        heads.append(out)
+    h1 = H[0] + torch.cat(heads, 1) @ blk.attn.c_proj.weight.T + blk.attn.c_proj.bias
+    m = ln(h1, blk.ln_2) @ blk.mlp.c_fc.weight.T + blk.mlp.c_fc.bias
+    gelu = 0.5 * m * (1 + torch.tanh((2 / torch.pi) ** 0.5 * (m + 0.044715 * m**3)))
+    ref = h1 + gelu @ blk.mlp.c_proj.weight.T + blk.mlp.c_proj.bias
+    torch.testing.assert_close(blk(H)[0], ref, rtol=0, atol=1e-12)
+
+
+def test_linear_model_uses_the_librarys_layers():
+    from tfnewton.layers import LinearAttention, ReluMLP
+
+    model = build_model("linear", 3, **TINY)
+    assert isinstance(model.blocks[0].attn.layer, LinearAttention)
+    assert model.blocks[0].attn.layer.causal and model.blocks[0].attn.layer.normalize
+    assert isinstance(model.blocks[0].mlp.layer, ReluMLP)
+    assert not any(isinstance(m, torch.nn.LayerNorm) for m in build_model("linear", 3, layernorm=False, **TINY).modules())
+
+
+def test_lstm_accepts_any_length():
+    model = build_model("lstm", 2, **TINY)
+    X, y = _prompts(2, 30, 2, dtype=torch.float32)
+    assert model(X, y).shape == (2, 30)
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_wrong_d_is_refused_with_a_clear_error(kind):
+    model = build_model(kind, 3, **TINY)
+    X, y = _prompts(2, 4, 5, dtype=torch.float32)
+    with pytest.raises(ValueError, match=r"d = 5.*built for d = 3"):
+        model(X, y)
+
+
+def test_bad_inputs():
+    model = build_model("gpt2", 3, n_points=4, **TINY)
+    X, y = _prompts(2, 4, 3, dtype=torch.float32)
+    with pytest.raises(ValueError, match="n_points = 4"):
+        model(*_prompts(2, 5, 3, dtype=torch.float32))
+    with pytest.raises(ValueError, match=r"y must have shape \(B, n\)"):
+        model(X, y[:, :3])
+    with pytest.raises(TypeError, match="X must be a torch.Tensor"):
+        model(X.numpy(), y)
+    with pytest.raises(ValueError, match=r"shape \(B, n, d\)"):
+        model(X[0], y)
+    with pytest.raises(TypeError, match="floating"):
+        model(X.long(), y)
+    with pytest.raises(ValueError, match="kind must be one of"):
+        build_model("rnn", 3)
+    with pytest.raises(ValueError, match="multiple of heads"):
+        build_model("gpt2", 3, width=10, heads=4)
+    with pytest.raises(TypeError, match="d must be an int"):
+        build_model("gpt2", 2.5)
+    with pytest.raises(ValueError, match="d must be >= 1"):
+        build_model("gpt2", 0)
+    with pytest.raises(ValueError, match="does not know"):
+        model_from_config("gpt2", {"d": 3, "n_points": 4, "depth": 2})
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_checkpoint_round_trip_is_exact(tmp_path, kind):
+    model = build_model(kind, 3, seed=1, **TINY)
+    path = save_checkpoint(model, tmp_path / "m.pt", {"task": "linear_regression", "steps": 5})
+    loaded, meta = load_checkpoint(path)
+    assert meta["task"] == "linear_regression" and meta["d"] == 3 and loaded.metadata == meta
+    X, y = _prompts(2, 5, 3, dtype=torch.float32)
+    assert torch.equal(loaded(X, y), model(X, y))
+    assert not loaded.training
+    assert not list(tmp_path.glob(".*tmp*")), "the atomic write left a temporary file"
+
+
+def test_checkpoint_refuses_bad_files(tmp_path):
+    model = build_model("gpt2", 3, **TINY)
+    good = save_checkpoint(model, tmp_path / "good.pt", {"task": "linear_regression"})
+    raw = good.read_bytes()
+
+    with pytest.raises(FileNotFoundError, match="no checkpoint file"):
+        load_checkpoint(tmp_path / "missing.pt")
+    (tmp_path / "truncated.pt").write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(PretrainedError, match="corrupted"):
+        load_checkpoint(tmp_path / "truncated.pt")
+    (tmp_path / "text.pt").write_text("not a checkpoint")
+    with pytest.raises(PretrainedError, match="not a readable tfnewton checkpoint"):
+        load_checkpoint(tmp_path / "text.pt")
+    torch.save({"model_state_dict": model.state_dict()}, tmp_path / "other.pt")
+    with pytest.raises(PretrainedError, match="not a tfnewton checkpoint"):
+        load_checkpoint(tmp_path / "other.pt")
+    with pytest.raises(PretrainedError, match="for d = 3, but d = 5"):
+        load_checkpoint(good, d=5)
+    with pytest.raises(PretrainedError, match="not the 'lstm'"):
+        load_checkpoint(good, kind="lstm")
+
+    payload = torch.load(good, weights_only=True)
+    payload["state_dict"]["read_out.bias"] += 1.0  # flipped weights, stale checksum
+    torch.save(payload, tmp_path / "tampered.pt")
+    with pytest.raises(PretrainedError, match="checksum"):
+        load_checkpoint(tmp_path / "tampered.pt")
+
+    payload = torch.load(good, weights_only=True)
+    payload["config"]["width"] = 32  # config describing another model than the weights
+    torch.save(payload, tmp_path / "mismatch.pt")
+    with pytest.raises(PretrainedError, match="has shape .* needs"):
+        load_checkpoint(tmp_path / "mismatch.pt")
+
+    payload = torch.load(good, weights_only=True)
+    payload["metadata"]["d"] = 7
+    torch.save(payload, tmp_path / "meta.pt")
+    with pytest.raises(PretrainedError, match="metadata says d = 7"):
+        load_checkpoint(tmp_path / "meta.pt")
+
+
+class _Evil:
+    def __reduce__(self):
+        return (print, ("pickled code ran",))
+
+
+def test_checkpoint_never_runs_pickled_code(tmp_path):
+    path = tmp_path / "evil.pt"
+    with open(path, "wb") as f:
+        torch.save({"format": "tfnewton-checkpoint", "x": _Evil()}, f, pickle_module=pickle)
+    with pytest.raises(PretrainedError, match="not a readable"):
+        load_checkpoint(path)
+
+
+def test_unknown_pretrained_name():
+    with pytest.raises(PretrainedError, match="no pretrained model named 'nope'; available"):
+        load_pretrained("nope")
+    with pytest.raises(TypeError, match="name must be a str"):
+        load_pretrained(3)
+
+
+# --------------------------------------------------------------------------- shipped checkpoints
+
+
+SHIPPED = sorted(p.stem for p in PRETRAINED_DIR.glob("*.pt"))
+
+
+def test_shipped_checkpoints_are_small_and_described():
+    info = list_pretrained()
+    assert sorted(info) == SHIPPED
+    total = 0
+    for name, meta in info.items():
+        assert meta["size_bytes"] <= 2 * 1024**2, name
+        total += meta["size_bytes"]
+        assert meta["command"].startswith(("python -m tfnewton train", "torchrun")), name
+        assert meta["d"] and meta["task"] and meta["steps"] and meta["metrics"], name
+    assert total <= 10 * 1024**2
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_checkpoint_loads_and_is_causal(name):
+    model = load_pretrained(name)
+    d = model.config.d
+    X, y = _prompts(4, 2 * d + 1, d, dtype=torch.float32)
+    out = model(X, y)
+    assert out.shape == (4, 2 * d + 1) and torch.isfinite(out).all()
+    with pytest.raises(PretrainedError, match="for d ="):
+        load_pretrained(name, d=d + 1)
+
+
+@pytest.mark.skipif("gpt2_linreg_d5" not in SHIPPED, reason="checkpoint not shipped yet")
+def test_shipped_gpt2_d5_reaches_the_issue_quality():
+    """Issue 4: normalized error <= 0.01 at k = 2d on fresh tasks; beats tuned 3-step GD for k >= d/2."""
+    from tfnewton.train import error_vs_k
+
+    model = load_pretrained("gpt2_linreg_d5")
+    curve = error_vs_k(model, num_prompts=2000, seed=99)
+    assert curve["model"][10] <= 0.01
+    for k in range(3, 11):
+        assert curve["model"][k] < curve["gd_tuned"][k], k

@@ -1,0 +1,93 @@
+"""A stacked LSTM on the same tokens: Garg et al.'s recurrent baseline.
+
+The prompt is the GPT-2 model's token sequence ``x_1, (y_1, 0, ..., 0), x_2, ...``, read in
+linearly (no position embeddings: the recurrence knows the order). Each block is one
+single-layer ``nn.LSTM`` with a residual connection,
+
+    block(h) = h + LSTM(ln(h))        (ln = LayerNorm if ``layernorm``, else identity)
+
+so that, like the Transformers, every block maps the residual stream ``(B, T, D)`` to
+``(B, T, D)`` and a probe can read the stream after each one. An LSTM is causal by
+construction: the output at token ``t`` has read tokens ``≤ t`` only, so prediction ``i``
+(read at ``x_i``'s token) never sees ``y_i``.
+
+Hook protocol: as in :mod:`tfnewton.models.gpt2`. The model has no positions, so it
+accepts prompts of any length (``config.n_points`` is only the training length).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn as nn
+
+from .._validate import check_int
+from ._common import InContextRegressor
+from .gpt2 import interleave
+
+
+@dataclass
+class LSTMConfig:
+    """Shape of an :class:`LSTMRegressor`: ``d``, ``n_layers`` LSTM blocks of hidden size ``width``."""
+
+    d: int
+    n_layers: int = 2
+    width: int = 64
+    layernorm: bool = True
+
+    def __post_init__(self):
+        for name in ("d", "n_layers", "width"):
+            check_int(getattr(self, name), name, minimum=1)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class LSTMBlock(nn.Module):
+    """``h + LSTM(ln(h))``: one single-layer LSTM wrapped to return a tensor."""
+
+    def __init__(self, config: LSTMConfig):
+        super().__init__()
+        self.ln = nn.LayerNorm(config.width) if config.layernorm else nn.Identity()
+        self.lstm = nn.LSTM(config.width, config.width, num_layers=1, batch_first=True)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        out, _ = self.lstm(self.ln(h))  # (B, T, width); the (h_n, c_n) state is dropped
+        return h + out
+
+
+class LSTMRegressor(InContextRegressor):
+    """In-context regressor made of residual LSTM blocks.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from tfnewton.models.lstm import LSTMConfig, LSTMRegressor
+    >>> model = LSTMRegressor(LSTMConfig(d=3, n_layers=2, width=16))
+    >>> model(torch.randn(4, 7, 3), torch.randn(4, 7)).shape
+    torch.Size([4, 7])
+    """
+
+    kind = "lstm"
+
+    def __init__(self, config: LSTMConfig):
+        super().__init__()
+        self.config = config
+        self.read_in = nn.Linear(config.d, config.width)
+        self.blocks = nn.ModuleList([LSTMBlock(config) for _ in range(config.n_layers)])
+        self.ln_f = nn.LayerNorm(config.width) if config.layernorm else nn.Identity()
+        self.read_out = nn.Linear(config.width, 1)
+
+    def x_token_positions(self, n: int) -> torch.Tensor:
+        """Token index of ``x_i``: ``0, 2, 4, ...``."""
+        return torch.arange(n, device=self.read_in.weight.device) * 2
+
+    def embed(self, X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """``(B, n, d), (B, n) -> (B, 2n, width)``."""
+        X, y = self._check_inputs(X, y)
+        return self.read_in(interleave(X, y))
+
+    def readout(self, H: torch.Tensor) -> torch.Tensor:
+        """``(B, 2n, width) -> (B, n)`` at the x tokens."""
+        return self.read_out(self.ln_f(H[:, ::2]))[..., 0]
