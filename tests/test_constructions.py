@@ -292,3 +292,46 @@ def test_builders_return_the_documented_classes():
     assert isinstance(gd_regression_transformer(2, 1), GDRegressionTransformer)
     float32 = gd_regression_transformer(2, 1, dtype=torch.float32)
     assert float32.dtype == torch.float32
+
+
+# --------------------------------------------------------------------------- pictures and benchmark
+
+
+def test_drawings_run_for_every_construction():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from tfnewton.constructions.draw import draw_block_weights, draw_layout, draw_stream
+
+    A = sample_spd(1, 3, 5.0, generator=torch.Generator().manual_seed(0), dtype=F64)
+    X, y, x_q = regression_problem(1, 4, 3, 1.0, 0)
+    for model, inputs in [(newton_schulz_transformer(3, 2), (A,)),
+                          (newton_regression_transformer(3, 1), (X, y, x_q)),
+                          (gd_regression_transformer(3, 2), (X, y, x_q))]:
+        assert draw_layout(model) is not None
+        assert len(draw_stream(model, inputs, blocks=(0, 1))) == 2
+        fig = draw_block_weights(model, 0, head_names=model.HEAD_NAMES[: model.blocks[0].layer.n_heads])
+        assert len(fig.axes) == 4 * model.blocks[0].layer.n_heads
+        plt.close("all")
+    with pytest.raises(TypeError, match="model must be a tfnewton construction"):
+        draw_layout(torch.nn.Linear(2, 2))
+    with pytest.raises(ValueError, match="block must lie in"):
+        draw_block_weights(newton_schulz_transformer(3, 2), 5)
+
+
+def test_benchmark_counts_flops_and_errors():
+    import importlib.util
+    import pathlib
+
+    path = pathlib.Path(__file__).parent.parent / "benchmarks" / "constructions.py"
+    spec = importlib.util.spec_from_file_location("bench_constructions", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    rows = bench.run(bench.KINDS, [4], batch=8, steps=3, dtype=F64, device=torch.device("cpu"), repeats=1,
+                     print_row=lambda row: None)
+    assert [r["kind"] for r in rows] == list(bench.KINDS)
+    ns = rows[0]
+    assert ns["flop_ratio"] == pytest.approx(14.0)  # per step: 56d³ (projections + 2 heads) vs 4d³ (two products)
+    assert all(r["err"] < 1e-12 for r in rows)
