@@ -11,6 +11,15 @@ from hypothesis import strategies as st
 from tfnewton.layers import LinearAttention, ReluMLP, Residual, ResidualStack, count_heads
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Small matrices: one thread is fastest, and on a busy 2-core machine far faster."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def attention_loop(H, W_Q, W_K, W_V, W_O, causal, normalize, scale=1.0):
     """out_t = scale · Σ_h W_O^h Σ_{s ∈ S(t)} (W_V^h h_s) ⟨W_K^h h_s, W_Q^h h_t⟩ [/|S(t)|], one problem."""
     T, D = H.shape
