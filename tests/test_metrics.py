@@ -12,6 +12,15 @@ from tfnewton.constructions import newton_regression_transformer
 from tfnewton.models import build_model
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Small matrices: one thread is fastest, and on a busy 2-core machine far faster."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _task(B, n, d, seed=0, dtype=torch.float64):
     return tasks.sample_linear_regression(B, n, d, generator=torch.Generator().manual_seed(seed), dtype=dtype)
 

@@ -742,7 +742,8 @@ class ProbeTable:
     r2 : Tensor of shape (L + 1, S)
         ``r2[ℓ, j]``: how well layer ℓ's hidden state linearly predicts the target at step
         ``steps[j]``, on held-out problems (float64, CPU). Vector targets average the R² of
-        their coordinates.
+        their coordinates. NaN where the target is constant (GD's ``w_0 = 0``) or the layer's
+        activations are not finite.
     steps : list of int
     layer_names : list of str
     algorithm, target, position : str
@@ -999,6 +1000,10 @@ def probe_iterates(
         _, states = _capture(net, Xc, yc, xq, positions=positions, batch_size=batch_size)
         feats = _features(states).cpu()  # (L+1, B, P)
         _check_enough_problems(num_fit - num_val, feats.shape[-1], f" for position={position!r}")
+        # A layer whose activations overflowed (a random linear-attention stack can) has no
+        # R²: solve on zeros there and report NaN rather than fail.
+        broken = ~torch.isfinite(feats).flatten(1).all(1)
+        feats[broken] = 0.0
         targets = Y if not with_shuffled else torch.cat([Y, Y[shuffle]], dim=1)
         pen = _check_penalties(penalties, feats.device)
         mean, scale, coef, intercept, chosen = _fit_ridge(
@@ -1007,6 +1012,7 @@ def probe_iterates(
         pred = ((feats[:, test_idx] - mean) / scale) @ coef + intercept  # (L+1, Ntest, K)
         r2 = r2_score(pred, targets[test_idx].expand_as(pred))  # (L+1, K)
         r2 = r2.reshape(r2.shape[0], -1, S, width).mean(-1)  # (L+1, 1 or 2, S)
+        r2[broken] = torch.nan
         log_pen = chosen.log().reshape(chosen.shape[0], -1, S, width).mean(-1).exp()
         return r2, log_pen, len(_blocks(net))
 
