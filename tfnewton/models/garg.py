@@ -160,7 +160,7 @@ def from_garg_checkpoint(
     Files are read with ``torch.load(..., weights_only=True)``: tensors, numbers, strings
     and plain containers only. Their ``state.pt`` (model and Adam state dicts, the step
     count) needs no allow-listed type. ``config.yaml`` is read by a small YAML reader of
-    this module (:func:`read_garg_config`), so PyYAML is not a dependency.
+    this module (:func:`~tfnewton.models.garg.read_garg_config`), so PyYAML is not a dependency.
 
     Examples
     --------
@@ -210,7 +210,7 @@ def from_hf_gpt2(backbone, read_in=None, read_out=None, *, device=None, dtype=No
     read_out : nn.Linear(width, 1)
         Reads the prediction at each x token from the backbone's final (LayerNormed) state.
     device, dtype : optional
-        As in :func:`from_garg_checkpoint` (default: CPU, the backbone's dtype).
+        As in :func:`~tfnewton.models.garg.from_garg_checkpoint` (default: CPU, the backbone's dtype).
 
     Returns
     -------
@@ -353,8 +353,8 @@ def save_garg_run(
     """Write ``model`` as a run folder of Garg et al.'s code: ``config.yaml`` and ``state.pt``.
 
     Their ``eval.get_model_from_run(folder)`` loads it (and so does
-    :func:`from_garg_checkpoint`). ``state.pt`` holds ``model_state_dict``
-    (:func:`to_garg_state_dict`), an empty ``optimizer_state_dict`` and ``train_step``.
+    :func:`~tfnewton.models.garg.from_garg_checkpoint`). ``state.pt`` holds ``model_state_dict``
+    (:func:`~tfnewton.models.garg.to_garg_state_dict`), an empty ``optimizer_state_dict`` and ``train_step``.
 
     Parameters
     ----------
@@ -370,7 +370,7 @@ def save_garg_run(
         Merged (recursively) into the written config, e.g. ``{"training": {"task":
         "linear_regression"}}``. The ``model`` section always describes ``model``.
     legacy_buffers, vocab_size
-        As in :func:`to_garg_state_dict`.
+        As in :func:`~tfnewton.models.garg.to_garg_state_dict`.
 
     Returns
     -------
