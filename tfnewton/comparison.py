@@ -297,7 +297,8 @@ def compare(
         num_val = max(1, int(round(val_fraction * len(fit_idx))))
         val_mask = torch.zeros(len(fit_idx), dtype=torch.bool)
         val_mask[torch.randperm(len(fit_idx), generator=g)[:num_val]] = True
-        _check_enough_problems(int((~val_mask).sum()), feats.shape[-1], f" for {label!r}")
+        _check_enough_problems(int((~val_mask).sum()), feats.shape[-1], f" for {label!r}",
+                               share=int((~val_mask).sum()) / B)
         mean, scale, coef, intercept, _ = _fit_ridge(
             feats[:, fit_idx], yq[fit_idx].reshape(-1, 1), _check_penalties(penalties, "cpu"), val_mask
         )

@@ -165,24 +165,22 @@ def _capture(model, X, y, x_query=None, *, positions=None, batch_size=None):
 
     captured: list[torch.Tensor | None] = [None] * (len(blocks) + 1)
 
-    def keep(index):
-        def store(tensor):
-            if isinstance(tensor, tuple):  # a block that returns (hidden, extra)
-                tensor = tensor[0]
-            if not isinstance(tensor, torch.Tensor) or tensor.ndim != 3:
-                raise TypeError(
-                    f"layer {_layer_names(len(blocks))[index]!r} produced "
-                    f"{type(tensor).__name__} of shape {getattr(tensor, 'shape', None)}; the "
-                    "hook protocol needs blocks that map (B, T, D) -> (B, T, D)"
-                )
-            tensor = tensor.detach()
-            captured[index] = tensor if positions is None else tensor[:, positions]
+    def store(index: int, tensor) -> None:
+        if isinstance(tensor, tuple):  # a block that returns (hidden, extra)
+            tensor = tensor[0]
+        if not isinstance(tensor, torch.Tensor) or tensor.ndim != 3:
+            raise TypeError(
+                f"layer {_layer_names(len(blocks))[index]!r} produced {type(tensor).__name__} of "
+                f"shape {getattr(tensor, 'shape', None)}; the hook protocol needs blocks that map "
+                "(B, T, D) -> (B, T, D)"
+            )
+        tensor = tensor.detach()
+        captured[index] = tensor if positions is None else tensor[:, positions]
 
-        return store
-
-    handles = [blocks[0].register_forward_pre_hook(lambda module, args: keep(0)(args[0]))]
+    # Layer 0 is the input of the first block; layer i + 1 the output of block i.
+    handles = [blocks[0].register_forward_pre_hook(lambda module, args: store(0, args[0]))]
     for i, block in enumerate(blocks):
-        handles.append(block.register_forward_hook(lambda module, args, out, i=i: keep(i + 1)(out)))
+        handles.append(block.register_forward_hook(lambda module, args, out, i=i: store(i + 1, out)))
     was_training = model.training
     outputs, chunks = [], []
     try:
@@ -442,15 +440,23 @@ def _fit_ridge(features, targets, penalties, val_mask):
     return mean, scale, coef, y_mean.expand(features.shape[0], 1, -1), chosen
 
 
-def _check_enough_problems(num_train: int, num_features: int, what: str = "") -> None:
-    if num_train <= num_features:
-        raise ValueError(
-            f"too few probe problems{what}: the probe is fit on {num_train} problems (after the "
-            f"validation split) but the features have dimension {num_features}; a linear probe "
-            f"needs more problems than features or it interpolates anything. Use more than "
-            f"{math.ceil((num_features + 1) * 1.25)} fit problems, or fewer features "
-            "(position='query' instead of 'all')"
-        )
+def _check_enough_problems(num_train: int, num_features: int, what: str = "", *, share: float | None = None) -> None:
+    """A probe needs more problems to fit on than it has features, or it interpolates anything.
+
+    ``share`` is the fraction of the given problems that end up in the fit set (after the
+    held-out and validation splits), so the message can say how many problems to ask for.
+    """
+    if num_train > num_features:
+        return
+    advice = f"more than {num_features} fit problems"
+    if share:
+        advice = f"at least {math.ceil((num_features + 1) / share)} problems in the task"
+    raise ValueError(
+        f"too few probe problems{what}: the probe would be fit on {num_train} problems (after "
+        f"the held-out and validation splits) but the features have dimension {num_features}; a "
+        f"linear probe needs more problems than features or it can fit anything. Use {advice}, "
+        "or fewer features (position='query' rather than 'all')"
+    )
 
 
 def _split_masks(N: int, fraction: float, generator, device) -> torch.Tensor:
@@ -837,12 +843,6 @@ class ProbeTable:
 _TARGETS = ("weights", "prediction")
 
 
-def _features(states: torch.Tensor) -> torch.Tensor:
-    """``(L+1, B, T', D)`` captured states -> ``(L+1, B, P)`` float64 probe features."""
-    L1, B = states.shape[:2]
-    return states.reshape(L1, B, -1).double()
-
-
 def _check_task(task):
     X, y = getattr(task, "X", None), getattr(task, "y", None)
     if X is None or y is None:
@@ -975,6 +975,11 @@ def probe_iterates(
     num_fit = B - num_test
     num_val = max(1, int(round(val_fraction * num_fit)))
     positions = _positions(model, position, n)
+    # Refuse an under-determined probe before the expensive forward pass: one prompt tells
+    # the feature dimension.
+    _, one = _capture(model, Xc[:1], yc[:1], xq[:1], positions=positions)
+    _check_enough_problems(num_fit - num_val, one[0, 0].numel(), f" for position={position!r}",
+                           share=(num_fit - num_val) / B)
 
     # Targets, in float64: (B, S, d) weights or (B, S) predictions.
     W = iterates(algorithm, Xc.double(), yc.double(), max(step_list), **algorithm_kwargs)
@@ -998,8 +1003,7 @@ def probe_iterates(
 
     def table_for(net, with_shuffled):
         _, states = _capture(net, Xc, yc, xq, positions=positions, batch_size=batch_size)
-        feats = _features(states).cpu()  # (L+1, B, P)
-        _check_enough_problems(num_fit - num_val, feats.shape[-1], f" for position={position!r}")
+        feats = states.reshape(states.shape[0], B, -1).double().cpu()  # (L+1, B, P)
         # A layer whose activations overflowed (a random linear-attention stack can) has no
         # R²: solve on zeros there and report NaN rather than fail.
         broken = ~torch.isfinite(feats).flatten(1).all(1)
