@@ -139,6 +139,19 @@ def damped_newton_logistic(X, y, mu, steps):
     return np.stack(out)
 
 
+def gradient_descent_logistic(X, y, mu, steps, lr):
+    n, d = X.shape
+    w = np.zeros(d)
+    out = [w]
+    for _ in range(steps):
+        g = mu * w
+        for i in range(n):
+            g = g - y[i] * X[i] / (1.0 + np.exp(y[i] * (X[i] @ w))) / n
+        w = w - lr * g
+        out.append(w)
+    return np.stack(out)
+
+
 def _soft(z, t):
     return np.sign(z) * np.maximum(np.abs(z) - t, 0.0)
 

@@ -141,6 +141,22 @@ def test_damped_newton_logistic_matches_reference(shape, seed, mu, kappa):
 
 
 @settings(max_examples=30)
+@given(problem_shapes, seeds, st.sampled_from([0.01, 0.1, 1.0]))
+def test_gradient_descent_logistic_matches_reference(shape, seed, mu):
+    B, n, d = shape
+    g = torch.Generator().manual_seed(seed)
+    t = tasks.sample_logistic_regression(B, n, d, generator=g, dtype=torch.float64)
+    out = alg.gradient_descent_logistic(t.X, t.y, mu=mu, steps=20)
+    L = torch.linalg.eigvalsh(t.X.transpose(1, 2) @ t.X)[:, -1] / (4 * n) + mu
+    err = _per_problem_error(
+        out, lambda b: ref.gradient_descent_logistic(t.X[b].numpy(), t.y[b].numpy(), mu, 20, 1.0 / L[b].item())
+    )
+    assert err <= TOL
+    losses = alg.logistic_loss(t.X, t.y, out, mu)
+    assert (losses[1:] <= losses[:-1] + 1e-12).all()  # 1/L steps decrease f
+
+
+@settings(max_examples=30)
 @given(st.integers(1, 3), st.integers(2, 10), st.integers(2, 16), seeds, st.sampled_from([0.01, 0.1]))
 def test_ista_and_fista_match_reference(B, n, d, seed, lam):
     g = torch.Generator().manual_seed(seed)
@@ -266,6 +282,7 @@ def test_fista_beats_ista_and_both_decrease():
         lambda X, y: alg.fista(X, y, 0.1, 3),
         lambda X, y: alg.least_squares(X, y).unsqueeze(0),
         lambda X, y: alg.damped_newton_logistic(X, torch.sign(y) + (y == 0), 0.1, 3),
+        lambda X, y: alg.gradient_descent_logistic(X, torch.sign(y) + (y == 0), 0.1, 3),
     ],
 )
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
@@ -319,6 +336,8 @@ y_ok = torch.randn(2, 5)
         (lambda: alg.damped_newton_logistic(X_ok, y_ok, 0.1, 3), ValueError, ["y", "-1 or +1"]),
         (lambda: alg.damped_newton_logistic(X_ok, torch.sign(y_ok), 0.0, 3), ValueError, ["mu", "> 0"]),
         (lambda: alg.damped_newton_logistic(X_ok, torch.sign(y_ok), -1.0, 3), ValueError, ["mu", "> 0"]),
+        (lambda: alg.gradient_descent_logistic(X_ok, y_ok, 0.1, 3), ValueError, ["y", "-1 or +1"]),
+        (lambda: alg.gradient_descent_logistic(X_ok, torch.sign(y_ok), 0.1, 3, lr=-2.0), ValueError, ["lr", "> 0"]),
         (lambda: alg.ista(X_ok, y_ok, 0.0, 3), ValueError, ["lam", "> 0"]),
         (lambda: alg.fista(X_ok, y_ok, float("nan"), 3), ValueError, ["lam", "finite"]),
         (lambda: alg.lbfgs_least_squares(X_ok, y_ok, 3, memory=0), ValueError, ["memory", ">= 1"]),
