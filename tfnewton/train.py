@@ -153,7 +153,7 @@ class TrainConfig:
 
     @property
     def eval_k(self) -> int:
-        """Number of in-context examples at which quality is measured: ``2d`` (capped)."""
+        """The number of in-context examples at which quality is measured, ``2d`` (capped)."""
         return min(2 * self.d, self.n_points - 1)
 
 
