@@ -150,6 +150,13 @@ def test_linear_model_uses_the_librarys_layers():
     assert not any(isinstance(m, torch.nn.LayerNorm) for m in build_model("linear", 3, layernorm=False, **TINY).modules())
 
 
+def test_linear_model_without_mlp_is_attention_only():
+    model = build_model("linear", 3, mlp=False, **TINY)
+    assert all(block.mlp is None for block in model.blocks)
+    with pytest.raises(ValueError, match="mlp is an option of the 'linear' model only"):
+        build_model("gpt2", 3, mlp=False)
+
+
 def test_lstm_accepts_any_length():
     model = build_model("lstm", 2, **TINY)
     X, y = _prompts(2, 30, 2, dtype=torch.float32)

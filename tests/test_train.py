@@ -255,3 +255,21 @@ def test_ddp_on_cpu_with_gloo_two_processes(tmp_path):
     assert meta["command"].startswith("torchrun --nproc_per_node 2 -m tfnewton train")
     state = torch.load(out / "train_state.pt", weights_only=True)
     assert len(state["generators"]) == 2 and not torch.equal(state["generators"][0], state["generators"][1])
+
+
+@pytest.mark.cuda
+def test_cuda_training_and_resume(tmp_path):
+    """The same code on a GPU: generators on the device, bf16 autocast, resume on the device."""
+    cfg = tiny(steps=30)
+    cuda_run = dict(RUN, threads=None)
+    full = train(cfg, tmp_path / "full", device="cuda", **cuda_run)
+    train(cfg, tmp_path / "part", device="cuda", stop_after=13, **cuda_run)
+    resumed = train(cfg, tmp_path / "part", device="cuda", resume=True, **cuda_run)
+    model, meta = load_checkpoint(resumed["model_path"], device="cuda")
+    assert meta["device"] == "cuda" and next(model.parameters()).is_cuda
+    X = torch.randn(4, 7, 3, device="cuda")
+    assert model(X, torch.randn(4, 7, device="cuda")).is_cuda
+    # GPU kernels (atomics in backward) need not be bit-reproducible: close, not equal
+    a, b = _params(full["model_path"]), _params(resumed["model_path"])
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5)

@@ -162,11 +162,14 @@ class TrainConfig:
 RECIPES: dict[str, dict] = {
     # 6 x 64 GPT-2, d = 5: the measured CPU recipe (~0.3 M parameters).
     "gpt2_linreg_d5": dict(kind="gpt2", d=5, n_points=11, n_layers=6, width=64, heads=4, steps=20_000),
-    # Giannou et al.'s linear-attention model, scaled down, with and without LayerNorm.
-    "linear_ln_linreg_d5": dict(kind="linear", d=5, n_points=11, n_layers=6, width=64, heads=4,
-                                layernorm=True, steps=10_000, lr=1e-3),
-    "linear_noln_linreg_d5": dict(kind="linear", d=5, n_points=11, n_layers=6, width=64, heads=4,
-                                  layernorm=False, steps=10_000, lr=1e-3),
+    # Giannou et al.'s linear-attention model, scaled down: attention-only blocks (the layer
+    # of the constructions), with and without LayerNorm, same shape and recipe. Three layers:
+    # without LayerNorm the model is a polynomial of degree 3^L in its input and a 6-layer
+    # one overflowed on rare prompts within a few hundred steps (measured).
+    "linear_ln_linreg_d5": dict(kind="linear", d=5, n_points=11, n_layers=3, width=32, heads=4,
+                                layernorm=True, mlp=False, steps=10_000),
+    "linear_noln_linreg_d5": dict(kind="linear", d=5, n_points=11, n_layers=3, width=32, heads=4,
+                                  layernorm=False, mlp=False, steps=10_000),
     # Garg et al. / Fu et al.'s model: d = 20, 41 points, 12 x 256, 8 heads (a GPU run;
     # Garg et al. trained 500k steps at lr 1e-4 with this curriculum).
     "gpt2_linreg_d20_fu": dict(kind="gpt2", d=20, n_points=41, n_layers=12, width=256, heads=8,
@@ -607,9 +610,14 @@ def train(
             loss = loss_fn(pred, y, config.task)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            if config.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-            optimizer.step()
+            max_norm = config.grad_clip if config.grad_clip > 0 else float("inf")
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+            # A rare prompt can overflow a model without LayerNorm (its output is a polynomial
+            # of high degree in the input); skip that update instead of poisoning the weights.
+            if bool(torch.isfinite(grad_norm)):
+                optimizer.step()
+            else:
+                history["skipped_steps"] = history.get("skipped_steps", 0) + 1
             step += 1
             running += loss.detach()
             running_count += 1
