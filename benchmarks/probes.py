@@ -10,7 +10,7 @@ initialised copy of the model, which costs a second forward pass, and shuffled t
 2. a stand-in of Fu et al.'s model (12 blocks x 256 wide, 8 heads, d = 20, 41 points, random
    init via build_model) — every layer x 20 Newton steps, target < 60 s.
 
-Usage: python benchmarks/probes.py [--prompts 2000] [--big-prompts 1200] [--repeats 3] [--threads 2]
+Usage: python benchmarks/probes.py [--prompts 2000] [--big-prompts 800] [--repeats 3] [--threads 2]
 Prints the median wall-clock and CPU seconds of the repeats (on a shared machine the wall clock
 also measures the neighbours; the CPU time is what the probing itself costs).
 """
@@ -51,7 +51,7 @@ def timed(fn, repeats):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--prompts", type=int, default=2000, help="prompts for the d = 5 model")
-    parser.add_argument("--big-prompts", type=int, default=1200, help="prompts for the 12 x 256 stand-in")
+    parser.add_argument("--big-prompts", type=int, default=800, help="prompts for the 12 x 256 stand-in (> 256 features after the splits)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--skip-big", action="store_true")

@@ -129,18 +129,37 @@ class ComparisonTable:
             lines.append(" | ".join(cells))
         return "\n".join(lines)
 
-    def plot(self, ax=None, *, logy: bool = True, title: str | None = None):
+    def plot(self, ax=None, *, logy: bool = True, logx: bool = False, title: str | None = None):
         """Error against layer / step for every entry, with :func:`tfnewton.plotting.error_curves`.
 
-        A trained model's own output is marked with a star at its last layer.
+        A trained model's own output is marked with a star at its last layer; an entry with a
+        single value (online GD: one pass over the context) is drawn as a dashed level.
+
+        Parameters
+        ----------
+        ax : matplotlib Axes, optional
+        logy : bool
+            Logarithmic error axis.
+        logx : bool
+            Symmetric-logarithmic layer/step axis (linear near 0): for step grids like
+            ``1, 2, 4, …, 1024`` next to a handful of layers.
+        title : str, optional
 
         Returns
         -------
         matplotlib Axes
         """
+        import matplotlib.pyplot as plt
+
         from .plotting import error_curves
 
+        if ax is None:
+            _, ax = plt.subplots(figsize=(6.0, 4.0), layout="constrained")
         for name, (x, err) in self.curves().items():
+            if len(err) == 1:
+                ax.axhline(max(err[0], 1e-16) if logy else err[0], linestyle="--", color="0.45",
+                           label=f"{name} (one value)")
+                continue
             ax = error_curves({name: err}, ax, x=x, xlabel="layer ℓ  /  step k",
                               ylabel="normalized squared error (ŷ − y)²/d", logy=logy, title=title,
                               floor=1e-16 if logy else None)
@@ -148,6 +167,9 @@ class ComparisonTable:
             if own:
                 color = ax.get_lines()[-1].get_color()
                 ax.scatter([own[0]["index"]], [own[0]["error"]], marker="*", s=120, color=color, zorder=3)
+        ax.legend()
+        if logx:
+            ax.set_xscale("symlog", linthresh=1.0)
         return ax
 
 
@@ -206,6 +228,7 @@ def compare(
     plot: bool = True,
     ax=None,
     logy: bool = True,
+    logx: bool = False,
     title: str | None = None,
 ) -> ComparisonTable:
     """Error against layer (models) or step (algorithms) on the same held-out prompts.
@@ -228,8 +251,9 @@ def compare(
     plot : bool
         Draw the figure (on ``ax``, or a new one).
     ax : matplotlib Axes, optional
-    logy : bool
-        Logarithmic error axis.
+    logy, logx : bool
+        Logarithmic error axis; symmetric-logarithmic layer/step axis (see
+        :meth:`ComparisonTable.plot`).
     title : str, optional
 
     Returns
@@ -312,5 +336,5 @@ def compare(
 
     table = ComparisonTable(rows, None, len(fit_idx), num_test)
     if plot:
-        table.ax = table.plot(ax, logy=logy, title=title)
+        table.ax = table.plot(ax, logy=logy, logx=logx, title=title)
     return table

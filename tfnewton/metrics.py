@@ -397,14 +397,31 @@ class MatchTable:
     def __str__(self) -> str:
         return f"MatchTable({self.algorithm}, metric={self.metric!r})\n" + self.summary()
 
-    def plot(self, ax=None, **kwargs):
-        """Heat map of the similarity (layers × steps) with :func:`tfnewton.plotting.heatmap`."""
+    def plot(self, ax=None, *, mark_best: bool = True, **kwargs):
+        """Heat map of the similarity (layers × steps) with :func:`tfnewton.plotting.heatmap`.
+
+        Parameters
+        ----------
+        ax : matplotlib Axes, optional
+        mark_best : bool
+            Circle each layer's best-matching step.
+        **kwargs
+            Passed to :func:`tfnewton.plotting.heatmap`.
+
+        Returns
+        -------
+        matplotlib Axes
+        """
         from .plotting import heatmap
+        from .probes import _mark_row_maxima
 
         options = dict(xlabel=f"{self.algorithm} step", ylabel="layer", xticklabels=[str(s) for s in self.steps],
                        colorbar_label=f"similarity of {self.metric}")
         options.update(kwargs)
-        return heatmap(self.similarity, ax, **options)
+        ax = heatmap(self.similarity, ax, **options)
+        if mark_best:
+            _mark_row_maxima(ax, self.similarity)
+        return ax
 
 
 def match_algorithm(

@@ -794,14 +794,19 @@ class ProbeTable:
                 out.append(row)
         return out
 
-    def summary(self) -> str:
-        """One line per layer: best-matching step, its R², and each control's R² for that step."""
+    def summary(self, min_r2: float = 0.1) -> str:
+        """One line per layer: best-matching step, its R², and each control's R² for that step.
+
+        A layer whose best R² is below ``min_r2`` reads no step at all: its "best" step is
+        shown as ``–`` (an argmax over noise means nothing).
+        """
         best = self.r2.nan_to_num(-math.inf).argmax(1)
         header = ["layer", f"best {self.algorithm} step", "held-out R²"] + [f"{k} control" for k in self.controls]
         lines = [" | ".join(header), " | ".join("---" for _ in header)]
         for layer in range(self.r2.shape[0]):
             j = int(best[layer])
-            cells = [str(layer), str(self.steps[j]), f"{float(self.r2[layer, j]):.3f}"]
+            r2 = float(self.r2[layer, j])
+            cells = [str(layer), str(self.steps[j]) if r2 >= min_r2 else "–", f"{r2:.3f}"]
             cells += [f"{float(t[layer, j]):.3f}" for t in self.controls.values()]
             lines.append(" | ".join(cells))
         return "\n".join(lines)
@@ -812,7 +817,7 @@ class ProbeTable:
             f"fit on {self.num_fit} problems, scored on {self.num_test})\n" + self.summary()
         )
 
-    def plot(self, ax=None, *, control: str | None = None, **kwargs):
+    def plot(self, ax=None, *, control: str | None = None, mark_best: bool = True, **kwargs):
         """Heat map of R² (layers × steps) with :func:`tfnewton.plotting.heatmap`.
 
         Parameters
@@ -820,6 +825,8 @@ class ProbeTable:
         ax : matplotlib Axes, optional
         control : str, optional
             Draw that control's table instead (``"random_init"`` or ``"shuffled"``).
+        mark_best : bool
+            Circle each layer's best step (where its R² is at least 0.1).
         **kwargs
             Passed to :func:`tfnewton.plotting.heatmap`.
 
@@ -837,7 +844,19 @@ class ProbeTable:
             title=f"probe for {what}" + ("" if control is None else f" ({control} control)"),
         )
         options.update(kwargs)
-        return heatmap(values.clamp(min=-0.05), ax, **options)
+        ax = heatmap(values.clamp(min=-0.05), ax, **options)
+        if mark_best:
+            _mark_row_maxima(ax, values, min_value=0.1)
+        return ax
+
+
+def _mark_row_maxima(ax, values: torch.Tensor, min_value: float = -math.inf) -> None:
+    """Circle the largest entry of each row of a heat map (rows whose maximum is below ``min_value`` skipped)."""
+    clean = values.nan_to_num(-math.inf)
+    cols = clean.argmax(1)
+    rows = [i for i in range(values.shape[0]) if float(clean[i, cols[i]]) >= min_value]
+    if rows:
+        ax.scatter(cols[rows].tolist(), rows, s=140, facecolors="none", edgecolors="red", linewidths=1.5, zorder=3)
 
 
 _TARGETS = ("weights", "prediction")
