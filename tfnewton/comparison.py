@@ -253,7 +253,7 @@ def compare(
     ax : matplotlib Axes, optional
     logy, logx : bool
         Logarithmic error axis; symmetric-logarithmic layer/step axis (see
-        :meth:`ComparisonTable.plot`).
+        :meth:`tfnewton.comparison.ComparisonTable.plot`).
     title : str, optional
 
     Returns
