@@ -4,9 +4,14 @@ The stack Garg et al. (2022) and Fu et al. (2024) trained with is Hugging Face's
 ``GPT2Model`` between a linear read-in and read-out (Garg et al.'s ``TransformerModel``),
 optimized with ``torch.optim.Adam``. Ours is ``tfnewton.models.build_model("gpt2", ...)``
 and the step of ``tfnewton.train`` (fused AdamW, gradient clipping). A step is forward,
-MSE loss, backward and the optimizer update on a fresh batch. The two are timed
+MSE loss, backward and the optimizer update on a fresh batch. The stacks are timed
 *alternately in one process* (ours, theirs, ours, ...) so that a noisy, shared machine
-slows both alike and the ratio holds.
+slows all alike and the ratio holds.
+
+Hugging Face's GPT-2 is timed twice: with its current default attention
+(``F.scaled_dot_product_attention``, as ours) and with its ``"eager"`` attention (explicit
+``softmax(QKᵀ/√d + mask)V``), the only attention the transformers 4.17 that Garg et al.'s
+code pins had.
 
 Configurations: Fu et al.'s (d = 20, 41 points, 12 layers, width 256, 8 heads, batch 64)
 and the small CPU recipe (d = 5, 11 points, 6 x 64, 4 heads, batch 64).
@@ -38,12 +43,13 @@ CONFIGS = {
 class GargTransformer(nn.Module):
     """Garg et al.'s ``TransformerModel`` (src/models.py), verbatim in substance."""
 
-    def __init__(self, n_dims, n_positions, n_embd, n_layer, n_head):
+    def __init__(self, n_dims, n_positions, n_embd, n_layer, n_head, attn_implementation="sdpa"):
         super().__init__()
         from transformers import GPT2Config, GPT2Model
 
         config = GPT2Config(n_positions=2 * n_positions, n_embd=n_embd, n_layer=n_layer, n_head=n_head,
                             resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, use_cache=False)
+        config._attn_implementation = attn_implementation
         self._read_in = nn.Linear(n_dims, n_embd)
         self._backbone = GPT2Model(config)
         self._read_out = nn.Linear(n_embd, 1)
@@ -69,9 +75,10 @@ def make_ours(c):
     return step
 
 
-def make_theirs(c):
+def make_theirs(c, attn_implementation="sdpa"):
     torch.manual_seed(0)
-    model = GargTransformer(c["d"], c["n_points"], c["width"], c["n_layers"], c["heads"])
+    model = GargTransformer(c["d"], c["n_points"], c["width"], c["n_layers"], c["heads"], attn_implementation)
+    assert model._backbone.config._attn_implementation == attn_implementation
     opt = torch.optim.Adam(model.parameters(), lr=1e-4)  # Garg et al.'s train.py
 
     def step(X, y):
@@ -87,7 +94,7 @@ def bench(c, steps: int, warmup: int):
     g = torch.Generator().manual_seed(0)
     data = [(torch.randn(c["batch"], c["n_points"], c["d"], generator=g),
              torch.randn(c["batch"], c["n_points"], generator=g)) for _ in range(4)]
-    fns = {"tfnewton": make_ours(c), "HF GPT2Model": make_theirs(c)}
+    fns = {"tfnewton": make_ours(c), "HF GPT2Model": make_theirs(c), "HF eager": make_theirs(c, "eager")}
     times = {name: [] for name in fns}
     for i in range(warmup + steps):
         for name, fn in fns.items():  # alternate: ours, theirs, ours, theirs, ...
@@ -110,15 +117,16 @@ def main(argv=None):
         torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s); median ms per step "
           "(forward + backward + optimizer), measured alternately")
-    print(f"| config | tfnewton (ms) | HF GPT2Model stack (ms) | ratio |")
-    print("|---|---|---|---|")
+    print("| config | tfnewton (ms) | HF GPT2Model, SDPA attention (ms) | ratio | HF GPT2Model, eager attention (ms) | ratio |")
+    print("|---|---|---|---|---|---|")
     for name, c in CONFIGS.items():
         if args.only and not name.startswith(args.only):
             continue
         steps = args.steps or (5 if c["width"] >= 256 else 30)
         r = bench(c, steps, args.warmup)
-        ours, theirs = r["tfnewton"], r["HF GPT2Model"]
-        print(f"| {name}, batch {c['batch']} | {ours:.1f} | {theirs:.1f} | {ours / theirs:.2f}x |", flush=True)
+        ours, theirs, eager = r["tfnewton"], r["HF GPT2Model"], r["HF eager"]
+        print(f"| {name}, batch {c['batch']} | {ours:.1f} | {theirs:.1f} | {ours / theirs:.2f}x "
+              f"| {eager:.1f} | {ours / eager:.2f}x |", flush=True)
 
 
 if __name__ == "__main__":
