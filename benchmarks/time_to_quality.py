@@ -9,7 +9,7 @@ Three numbers, from cheapest to most expensive:
    clean as the machine was during the run (a shared machine inflates it);
 3. **projected CPU minutes** = steps to quality x the median time of one training step of
    the recipe measured here and now with ``--threads`` threads (default 2: a 2-core laptop),
-   plus the evaluations. This is the number to compare with the 10-minute target on an
+   plus the evaluations (one every 500 steps, also timed here). This is the number to compare with the 10-minute target on an
    otherwise idle machine.
 
 ``--train`` instead runs the recipe from scratch and reports the wall-clock time at which
@@ -64,6 +64,20 @@ def step_time_ms(config: TrainConfig, steps: int = 40) -> float:
     return 1000 * statistics.median(times)
 
 
+def eval_time_s(config: TrainConfig) -> float:
+    """Seconds of one periodic evaluation (``eval_prompts`` prompts at full size)."""
+    from tfnewton.models import build_model
+    from tfnewton.train import make_eval_set, predict
+
+    model = build_model(config.kind, config.d, n_layers=config.n_layers, width=config.width, heads=config.heads,
+                        layernorm=config.layernorm, n_points=config.n_points, seed=0)
+    X, y = make_eval_set(config)
+    predict(model, X, y)
+    t = time.perf_counter()
+    predict(model, X, y)
+    return time.perf_counter() - t
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--checkpoint", default=None, help="a model.pt (default: the shipped gpt2_linreg_d5)")
@@ -103,6 +117,7 @@ def main(argv=None):
     threshold = 1.1 * ols + 0.01
     hit = first_below(meta["history"], threshold)
     ms = step_time_ms(config)
+    eval_s = eval_time_s(config)
     print(f"checkpoint: {meta['command']}")
     print(f"threshold at k = {config.eval_k}: 1.1 x OLS ({ols:.2g}) + 0.01 = {threshold:.4f}")
     if hit is None:
@@ -110,11 +125,11 @@ def main(argv=None):
         return
     step, err, sec = hit
     evals = step // 500
-    projected = (step * ms / 1000 + evals * 1.0) / 60  # ~1 s per evaluation of 2,000 prompts
+    projected = (step * ms / 1000 + evals * eval_s) / 60
     print(f"| steps to quality | error there | wall-clock in the run ({meta.get('threads')} thread(s), shared machine) "
-          f"| ms/step now ({args.threads} threads) | projected CPU minutes |")
-    print("|---|---|---|---|---|")
-    print(f"| {step} | {err:.4f} | {sec / 60:.1f} min | {ms:.1f} | {projected:.1f} |")
+          f"| ms/step now ({args.threads} threads) | s/evaluation | projected CPU minutes |")
+    print("|---|---|---|---|---|---|")
+    print(f"| {step} | {err:.4f} | {sec / 60:.1f} min | {ms:.1f} | {eval_s:.2f} | {projected:.1f} |")
 
 
 if __name__ == "__main__":
