@@ -13,6 +13,21 @@ initialised copy of the model, which costs a second forward pass, and shuffled t
 Usage: python benchmarks/probes.py [--prompts 2000] [--big-prompts 800] [--repeats 3] [--threads 2]
 Prints the median wall-clock and CPU seconds of the repeats (on a shared machine the wall clock
 also measures the neighbours; the CPU time is what the probing itself costs).
+
+Measured here (torch 2.13 CPU, the team's shared 2-core box, shipped gpt2_linreg_d5):
+
+| run | threads | wall | CPU |
+|---|---|---|---|
+| [1] d = 5 model, every layer x 10 Newton steps, prediction, both controls | 2 (load ≈ 1.5) | 0.72 s | 1.44 s |
+| [1] same, target w_k | 2 (load ≈ 1.5) | 0.74 s | 1.48 s |
+| [1] same, prediction | 1 | 1.52 s | 1.52 s |
+| [2] 12 x 256 stand-in, 800 prompts, 13 layers x 21 Newton steps, no controls | 1 | 20.6 s | 20.4 s |
+| [2] same, both controls (a second forward pass for the random-init copy) | 1 | 41.4 s | 41.1 s |
+
+Nearly all of [2] is the forward pass (≈ 1.3 TFLOP per pass; the batched ridge solves of 13
+layers take 0.2 s). With two threads on a box whose other core is busy, small-matrix work can
+run several times *slower* than on one thread (OpenMP threads wait on each other): compare
+`--threads 1` and `--threads 2` before trusting a wall-clock number there.
 """
 
 import argparse
