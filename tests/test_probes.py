@@ -290,3 +290,15 @@ def test_shipped_checkpoint_holds_the_newton_prediction_and_its_random_init_twin
     assert float(table.controls["random_init"][layer, table.steps.index(step)]) <= 0.3
     assert float(table.controls["shuffled"].max()) <= 0.05
     assert float(table.r2[0].max()) < 0.3  # the embedding alone holds no Newton prediction
+
+
+def test_a_model_of_one_input_newton_schulz_is_captured_too():
+    from tfnewton.constructions import newton_schulz_transformer
+
+    model = newton_schulz_transformer(3, 2)
+    A = tasks.sample_spd(4, 3, 10.0, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    out, cache = probes.run_with_cache(model, A)
+    torch.testing.assert_close(out, model(A), rtol=0, atol=0)
+    assert len(cache) == 3 and cache.stack().shape[:2] == (3, 4)
+    with pytest.raises(ValueError, match="x_query needs prompts"):
+        probes.hidden_states(model, A, x_query=A[:, 0])

@@ -155,9 +155,17 @@ def _capture(model, X, y, x_query=None, *, positions=None, batch_size=None):
     Hooks are removed whatever happens.
     """
     blocks = _blocks(model)
-    _check_prompt(model, X, y, x_query)
+    if y is None:  # a model of one input, e.g. newton_schulz_transformer's forward(A)
+        v.check_tensor(X, "X")
+        if X.ndim == 0:
+            raise ValueError("X must have a batch axis first, got a scalar")
+        if x_query is not None:
+            raise ValueError("x_query needs prompts (X, y); pass y as well")
+    else:
+        _check_prompt(model, X, y, x_query)
     device, dtype = _model_device_dtype(model, X)
-    X, y = X.to(device=device, dtype=dtype), y.to(device=device, dtype=dtype)
+    X = X.to(device=device, dtype=dtype)
+    y = None if y is None else y.to(device=device, dtype=dtype)
     if x_query is not None:
         x_query = x_query.to(device=device, dtype=dtype)
     B = X.shape[0]
@@ -188,8 +196,11 @@ def _capture(model, X, y, x_query=None, *, positions=None, batch_size=None):
         with torch.no_grad():
             for start in range(0, B, chunk):
                 part = slice(start, start + chunk)
-                q = None if x_query is None else x_query[part]
-                outputs.append(_forward(model, X[part], y[part], q))
+                if y is None:
+                    outputs.append(model(X[part]))
+                else:
+                    q = None if x_query is None else x_query[part]
+                    outputs.append(_forward(model, X[part], y[part], q))
                 if any(c is None for c in captured):
                     raise RuntimeError("a block of model.blocks was not called during forward")
                 shapes = {tuple(c.shape[2:]) for c in captured}
@@ -265,7 +276,7 @@ class ActivationCache(Mapping):
         return self._states
 
 
-def run_with_cache(model, X, y, x_query=None, *, batch_size=None):
+def run_with_cache(model, X, y=None, x_query=None, *, batch_size=None):
     """Run ``model`` and keep its residual stream after the embedding and after every block.
 
     Forward hooks on ``model.blocks`` capture the states (no model is rewritten); they are
@@ -279,10 +290,12 @@ def run_with_cache(model, X, y, x_query=None, *, batch_size=None):
         mapping ``(B, T, D) -> (B, T, D)``. Trained models take ``forward(X, y)``; the
         regression constructions take ``forward(X, y, x_query)``.
     X : Tensor of shape (B, n, d)
-    y : Tensor of shape (B, n)
+        The prompts' inputs — or, for a model of a single input (``y`` omitted), that input,
+        batch axis first (e.g. the matrices ``A (B, d, d)`` of ``newton_schulz_transformer``).
+    y : Tensor of shape (B, n), optional
     x_query : Tensor of shape (B, d), optional
-        Required by the constructions. For a trained model it is appended as point ``n + 1``
-        (with a placeholder label no prediction reads, by causality).
+        Required by the regression constructions. For a trained model it is appended as point
+        ``n + 1`` (with a placeholder label no prediction reads, by causality).
     batch_size : int, optional
         Run the prompts in chunks of this many.
 
@@ -298,7 +311,7 @@ def run_with_cache(model, X, y, x_query=None, *, batch_size=None):
     return out, ActivationCache(states)
 
 
-def hidden_states(model, X, y, x_query=None, *, batch_size=None) -> torch.Tensor:
+def hidden_states(model, X, y=None, x_query=None, *, batch_size=None) -> torch.Tensor:
     """The residual stream after the embedding and after every block, stacked.
 
     Parameters
