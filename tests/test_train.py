@@ -1,5 +1,6 @@
 """tfnewton.train: schedule, curriculum, resume bit-identity (stop and kill), DDP on gloo, CLI."""
 
+import dataclasses
 import math
 import os
 import signal
@@ -190,6 +191,118 @@ def test_sparse_and_logistic_tasks_train(tmp_path):
         cfg = tiny(task=task, steps=6, sparsity=2, d=4, n_points=7)
         r = train(cfg, tmp_path / task, **{**RUN, "final_eval": True})
         assert r["finished"] and math.isfinite(r["history"]["loss"][-1])
+
+
+# --------------------------------------------------------------------------- conditioning and noise
+
+
+def test_condition_number_and_noise_validation():
+    with pytest.raises(ValueError, match="condition_number must be >= 1"):
+        TrainConfig(condition_number=0.5)
+    with pytest.raises(ValueError, match="condition_number must be > 0"):
+        TrainConfig(condition_number=0.0)
+    with pytest.raises(ValueError, match="condition_number must be finite"):
+        TrainConfig(condition_number=float("inf"))
+    with pytest.raises(TypeError, match="condition_number must be a real number"):
+        TrainConfig(condition_number="100")
+    with pytest.raises(ValueError, match="noise_std must be >= 0"):
+        TrainConfig(noise_std=-0.1)
+    with pytest.raises(ValueError, match="noise_std must be 0 for task 'logistic_regression'"):
+        TrainConfig(task="logistic_regression", noise_std=0.1)
+    with pytest.raises(ValueError, match="condition_number must be 1 for task 'sparse_recovery'"):
+        TrainConfig(task="sparse_recovery", condition_number=10.0)
+    cfg = TrainConfig(condition_number=100, noise_std=0)  # ints are recorded as floats
+    assert isinstance(cfg.condition_number, float) and isinstance(cfg.noise_std, float)
+    assert TrainConfig(task="logistic_regression", condition_number=10.0).condition_number == 10.0
+
+
+def test_sampling_uses_the_condition_number_and_noise():
+    from tfnewton import tasks
+    from tfnewton.train import sample_batch
+
+    cfg = tiny(d=4, condition_number=100.0, noise_std=0.3)
+    X, y = sample_batch(cfg, 64, 9, 4, generator=torch.Generator().manual_seed(5), device=torch.device("cpu"))
+    ref = tasks.sample_linear_regression(64, 9, 4, noise_std=0.3, condition_number=100.0,
+                                         generator=torch.Generator().manual_seed(5))
+    assert torch.equal(X, ref.X) and torch.equal(y, ref.y)
+    # Under the curriculum the ill-conditioned covariance lives in the first d_eff coordinates.
+    X2, _ = sample_batch(cfg, 64, 9, 2, generator=torch.Generator().manual_seed(5), device=torch.device("cpu"))
+    assert X2.shape == (64, 9, 4) and not X2[..., 2:].any()
+    # Statistically: inputs ill-conditioned, labels noisy (a default config gives neither).
+    big = tiny(d=4, condition_number=100.0, noise_std=0.5)
+    Xb, yb = sample_batch(big, 4000, 9, 4, generator=torch.Generator().manual_seed(0), device=torch.device("cpu"))
+    eig = torch.linalg.eigvalsh(torch.einsum("bni,bnj->bij", Xb.double(), Xb.double()) / 9)
+    assert float((eig[:, -1] / eig[:, 0]).median()) > 50
+    Xi, _ = sample_batch(tiny(d=4), 4000, 9, 4, generator=torch.Generator().manual_seed(0), device=torch.device("cpu"))
+    eig_iso = torch.linalg.eigvalsh(torch.einsum("bni,bnj->bij", Xi.double(), Xi.double()) / 9)
+    assert float((eig_iso[:, -1] / eig_iso[:, 0]).median()) < 50
+    # 9 points, d = 4: least squares leaves residuals of variance noise² (n − d)/n.
+    from tfnewton.algorithms import least_squares
+
+    w = least_squares(Xb.double(), yb.double())
+    resid = yb.double() - (Xb.double() @ w.unsqueeze(-1)).squeeze(-1)
+    assert float(resid.pow(2).mean()) == pytest.approx(0.25 * 5 / 9, rel=0.05)
+
+
+def test_condition_number_and_noise_recorded_and_reproducible(tmp_path, capsys):
+    from tfnewton.train import build_parser, config_from_args
+
+    argv = ["--out", str(tmp_path), "--dim", "2", "--n-points", "5", "--n-layers", "1", "--width", "8",
+            "--heads", "1", "--batch-size", "4", "--steps", "3", "--eval-prompts", "16", "--threads", "1",
+            "--condition-number", "10", "--noise-std", "0.1", "--no-progress", "--no-final-eval"]
+    assert main(argv) == 0
+    _, meta = load_checkpoint(tmp_path / "model.pt")
+    assert meta["train_config"]["condition_number"] == 10.0 and meta["train_config"]["noise_std"] == 0.1
+    assert "--condition-number 10" in meta["command"] and "--noise-std 0.1" in meta["command"]
+    # The recorded command rebuilds the same recipe.
+    import shlex
+
+    again = config_from_args(build_parser().parse_args(shlex.split(meta["command"])[4:]))
+    assert dataclasses.asdict(again) == meta["train_config"]
+    # The command train() writes itself (no CLI) carries the flags as well.
+    r = train(tiny(condition_number=4.0, noise_std=0.2, steps=2), tmp_path / "api", **RUN)
+    _, meta2 = load_checkpoint(r["model_path"])
+    assert "--condition-number 4.0" in meta2["command"] and "--noise-std 0.2" in meta2["command"]
+    assert main(["--out", str(tmp_path / "bad"), "--condition-number", "0.5"]) == 2
+    assert "condition_number must be >= 1" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("field, value", [("condition_number", 10.0), ("noise_std", 0.1)])
+def test_resume_refuses_a_changed_condition_number_or_noise(tmp_path, field, value):
+    train(tiny(), tmp_path, stop_after=5, **RUN)
+    with pytest.raises(ValueError, match=f"recipe differs.*{field}: saved {TrainConfig().__dict__[field]!r}, now {value!r}"):
+        train(tiny(**{field: value}), tmp_path, resume=True, **RUN)
+    # ... and the other way round: a run started with the option resumes only with it.
+    train(tiny(**{field: value}), tmp_path / "with", stop_after=5, **RUN)
+    with pytest.raises(ValueError, match=f"recipe differs.*{field}"):
+        train(tiny(), tmp_path / "with", resume=True, **RUN)
+    assert train(tiny(**{field: value}), tmp_path / "with", resume=True, stop_after=8, **RUN)["step"] == 8
+
+
+def test_states_and_checkpoints_without_the_new_fields_still_load(tmp_path):
+    """Runs saved before condition_number/noise_std existed resume (as the defaults) and their
+    models' metadata rebuilds a TrainConfig."""
+    from tfnewton.models.pretrained import atomic_save, save_checkpoint
+
+    train(tiny(), tmp_path, stop_after=5, **RUN)
+    path = tmp_path / "train_state.pt"
+    state = torch.load(path, weights_only=True)
+    for key in ("condition_number", "noise_std"):
+        del state["config"][key]
+    atomic_save(state, path)
+    assert train(tiny(), tmp_path, resume=True, stop_after=7, **RUN)["step"] == 7
+    with pytest.raises(ValueError, match="condition_number: saved 1.0, now 3.0"):
+        train(tiny(condition_number=3.0), tmp_path, resume=True, **RUN)
+    # A model whose metadata predates the fields: error_vs_k reads its recipe as the defaults.
+    from tfnewton.models import build_model
+
+    model = build_model("gpt2", 3, n_layers=1, width=8, heads=2, n_points=7)
+    old = {k: v for k, v in dataclasses.asdict(tiny()).items() if k not in ("condition_number", "noise_std")}
+    save_checkpoint(model, tmp_path / "old.pt", {"task": "linear_regression", "train_config": old})
+    loaded, meta = load_checkpoint(tmp_path / "old.pt")
+    assert "condition_number" not in meta["train_config"]
+    curve = error_vs_k(loaded, num_prompts=50, baselines=False)
+    assert len(curve["model"]) == 7
 
 
 # --------------------------------------------------------------------------- evaluation

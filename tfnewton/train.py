@@ -78,7 +78,14 @@ class TrainConfig:
     mlp : bool
         ``"linear"`` only: a ReLU MLP after each attention layer (``False``: attention only).
     noise_std : float
-        Label noise (regression tasks).
+        Standard deviation of the label noise, ``>= 0`` (``"linear_regression"`` and
+        ``"sparse_recovery"``; logistic labels are already random, so it must stay 0 there).
+    condition_number : float
+        ``κ(Σ) >= 1`` of the input covariance (``"linear_regression"`` and
+        ``"logistic_regression"``): Fu et al.'s ill-conditioned prompts, half the eigenvalues
+        ``κ`` and half ``1`` in a random eigenbasis per prompt
+        (:func:`tfnewton.tasks.sample_linear_regression`). Under the curriculum the
+        covariance lives in the first ``d_eff`` coordinates. ``1`` gives isotropic inputs.
     sparsity : int
         Non-zeros of the signal (sparse recovery).
     batch_size : int
@@ -111,6 +118,7 @@ class TrainConfig:
     layernorm: bool = True
     mlp: bool = True
     noise_std: float = 0.0
+    condition_number: float = 1.0
     sparsity: int = 3
     batch_size: int = 64
     steps: int = 20_000
@@ -150,6 +158,21 @@ class TrainConfig:
             raise ValueError(f"decay_fraction must be in [0, 1], got {self.decay_fraction}")
         if self.task == "sparse_recovery" and self.sparsity > self.d:
             raise ValueError(f"sparsity must be <= d = {self.d}, got {self.sparsity}")
+        # Recorded as floats, so metadata and the reproduce command read the same either way.
+        self.noise_std = float(self.noise_std)
+        self.condition_number = check_positive(self.condition_number, "condition_number")
+        if self.condition_number < 1.0:
+            raise ValueError(f"condition_number must be >= 1 (κ of the input covariance), got {self.condition_number}")
+        if self.task == "logistic_regression" and self.noise_std != 0.0:
+            raise ValueError(
+                f"noise_std must be 0 for task 'logistic_regression' (its ±1 labels are drawn at "
+                f"random already), got {self.noise_std}"
+            )
+        if self.task == "sparse_recovery" and self.condition_number != 1.0:
+            raise ValueError(
+                f"condition_number must be 1 for task 'sparse_recovery' (its measurement matrix is "
+                f"i.i.d. Gaussian), got {self.condition_number}"
+            )
 
     @property
     def eval_k(self) -> int:
@@ -221,12 +244,14 @@ def sample_batch(config: TrainConfig, batch: int, n: int, d_eff: int, *, generat
 
     if config.task == "linear_regression":
         t = tasks.sample_linear_regression(batch, n, d_eff, noise_std=config.noise_std,
+                                           condition_number=config.condition_number,
                                            generator=generator, device=device)
     elif config.task == "sparse_recovery":
         t = tasks.sample_sparse_recovery(batch, n, d_eff, sparsity=min(config.sparsity, d_eff),
                                          noise_std=config.noise_std, generator=generator, device=device)
     else:
-        t = tasks.sample_logistic_regression(batch, n, d_eff, generator=generator, device=device)
+        t = tasks.sample_logistic_regression(batch, n, d_eff, condition_number=config.condition_number,
+                                             generator=generator, device=device)
     X = F.pad(t.X, (0, config.d - d_eff)) if d_eff < config.d else t.X
     return X, t.y
 
