@@ -94,7 +94,23 @@ def test_refuses_a_file(tmp_path):
         write_notebooks(target, force=True)
 
 
-@pytest.mark.parametrize("chapter", ["sparse_recovery", "logistic_regression"])
+CODE_CHAPTERS = [
+    "matrix_inversion",
+    "linear_regression",
+    "training",
+    "linear_regression_probes",
+    "probing_your_model",
+    "logistic_regression",
+    "sparse_recovery",
+]
+
+
+def test_every_code_chapter_is_checked_as_a_notebook(tmp_path):
+    written = {p.stem.split("_", 1)[1] for p in write_notebooks(tmp_path)}
+    assert written == set(CODE_CHAPTERS)
+
+
+@pytest.mark.parametrize("chapter", CODE_CHAPTERS)
 def test_generated_notebook_runs_in_a_fresh_kernel(tmp_path, chapter):
     """As a reader would run it: a fresh kernel, in the folder the notebooks were written to."""
     written = {p.stem.split("_", 1)[1]: p for p in write_notebooks(tmp_path)}
