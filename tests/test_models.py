@@ -313,3 +313,29 @@ def test_shipped_gpt2_d5_reaches_the_issue_quality():
     assert curve["model"][10] <= 0.01
     for k in range(3, 11):
         assert curve["model"][k] < curve["gd_tuned"][k], k
+
+
+@pytest.mark.skipif("lstm_linreg_d5" not in SHIPPED, reason="checkpoint not shipped yet")
+def test_shipped_lstm_is_its_recipe_and_learned_in_context():
+    """The shipped LSTM: built and trained by its recipe (the recorded command rebuilds it),
+    several stacked single-layer LSTM blocks, and the quality it shipped with (0.011 at k = 10
+    on these prompts; three tuned GD steps: 0.17)."""
+    import shlex
+    from dataclasses import asdict
+
+    from tfnewton.models import pretrained_info
+    from tfnewton.train import RECIPES, TrainConfig, build_parser, config_from_args, error_vs_k
+
+    info = pretrained_info("lstm_linreg_d5")
+    meta = info["metadata"]
+    recipe = asdict(TrainConfig(**RECIPES["lstm_linreg_d5"]))
+    assert info["kind"] == "lstm" and meta["task"] == "linear_regression" and meta["steps"] == recipe["steps"]
+    assert meta["train_config"] == recipe
+    args = build_parser().parse_args(shlex.split(meta["command"])[4:])
+    assert asdict(config_from_args(args)) == recipe
+    model = load_pretrained("lstm_linreg_d5")
+    assert len(model.blocks) == recipe["n_layers"] >= 2
+    assert all(block.lstm.num_layers == 1 for block in model.blocks)
+    curve = error_vs_k(model, num_prompts=1000, seed=99, baselines=False)
+    assert curve["model"][0] > 0.7  # no context: nothing to learn from
+    assert curve["model"][10] < 0.05

@@ -193,6 +193,11 @@ RECIPES: dict[str, dict] = {
                                 layernorm=True, mlp=False, steps=10_000),
     "linear_noln_linreg_d5": dict(kind="linear", d=5, n_points=11, n_layers=3, width=32, heads=4,
                                   layernorm=False, mlp=False, steps=10_000),
+    # The recurrent baseline of Garg et al. and Fu et al. (they used a 10-layer LSTM): 4 stacked
+    # single-layer LSTM blocks of width 64 on a residual stream (~134 k parameters, ~9 ms a
+    # step on one CPU thread). Measured over 5,000 steps: lr 3e-3 reached error 0.09 at k = 10,
+    # 1e-3 only 0.15; the LSTM has no plateau to fear at the higher rate.
+    "lstm_linreg_d5": dict(kind="lstm", d=5, n_points=11, n_layers=4, width=64, lr=3e-3, steps=40_000),
     # Garg et al. / Fu et al.'s model: d = 20, 41 points, 12 x 256, 8 heads (a GPU run;
     # Garg et al. trained 500k steps at lr 1e-4 with this curriculum).
     "gpt2_linreg_d20_fu": dict(kind="gpt2", d=20, n_points=41, n_layers=12, width=256, heads=8,
