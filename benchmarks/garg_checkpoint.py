@@ -23,12 +23,12 @@ Prints the median over the repeats (the machine is shared: the median is the hon
 """
 
 import argparse
-import statistics
 import tempfile
 import time
 from pathlib import Path
 
 import torch
+from _timing import timed
 
 from tfnewton import tasks
 from tfnewton.metrics import match_algorithm
@@ -62,21 +62,6 @@ def write_stand_in(folder: Path) -> Path:
     torch.save({"model_state_dict": state_dict, "optimizer_state_dict": adam.state_dict(),
                 "train_step": 500000}, run / "state.pt")
     return run
-
-
-def timed(fn, repeats):
-    """Median wall seconds, median CPU seconds (all threads of this process), last result.
-
-    On a shared machine wall time stretches with the other work; the CPU time does not. On an
-    idle machine with ``--threads`` cores the wall time lies between CPU / threads and CPU.
-    """
-    walls, cpus, out = [], [], None
-    for _ in range(repeats):
-        w0, c0 = time.perf_counter(), time.process_time()
-        out = fn()
-        walls.append(time.perf_counter() - w0)
-        cpus.append(time.process_time() - c0)
-    return statistics.median(walls), statistics.median(cpus), out
 
 
 def main() -> None:

@@ -31,10 +31,9 @@ run several times *slower* than on one thread (OpenMP threads wait on each other
 """
 
 import argparse
-import statistics
-import time
 
 import torch
+from _timing import timed
 
 from tfnewton import probes, tasks
 from tfnewton.models import build_model, list_pretrained, load_pretrained
@@ -46,21 +45,6 @@ def small_model():
     if "gpt2_linreg_d5" in shipped:
         return load_pretrained("gpt2_linreg_d5"), "checkpoint 'gpt2_linreg_d5'"
     return build_model("gpt2", 5, n_layers=6, width=64, heads=4, n_points=11, seed=0), "random init (no checkpoint shipped yet)"
-
-
-def timed(fn, repeats):
-    """Median wall-clock and CPU (process) seconds over the repeats, and the last result.
-
-    On a shared machine the wall clock measures the neighbours too; the CPU time of this
-    process is what the work costs (with several threads it also counts their waiting).
-    """
-    walls, cpus, out = [], [], None
-    for _ in range(repeats):
-        w0, c0 = time.perf_counter(), time.process_time()
-        out = fn()
-        walls.append(time.perf_counter() - w0)
-        cpus.append(time.process_time() - c0)
-    return statistics.median(walls), statistics.median(cpus), out
 
 
 def main() -> None:

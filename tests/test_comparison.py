@@ -15,13 +15,7 @@ from tfnewton.constructions import newton_regression_transformer
 from tfnewton.models import build_model
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small matrices: one thread is fastest, and on a busy 2-core machine far faster."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _task(B, n, d, seed=0, dtype=torch.float64):

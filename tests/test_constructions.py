@@ -25,13 +25,7 @@ from tfnewton.constructions import (
 from tfnewton.layers import LinearAttention, Residual
 from tfnewton.tasks import sample_linear_regression, sample_matrices, sample_spd
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small matrices: one thread is fastest, and on a busy 2-core machine far faster."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 TOL = 1e-9  # the issue's bar for float64 exactness (observed: ≈1e-13)

@@ -11,13 +11,7 @@ from hypothesis import strategies as st
 from tfnewton.layers import LinearAttention, ReluMLP, Residual, ResidualStack, count_heads
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small matrices: one thread is fastest, and on a busy 2-core machine far faster."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def attention_loop(H, W_Q, W_K, W_V, W_O, causal, normalize, scale=1.0):

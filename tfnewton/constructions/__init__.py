@@ -17,13 +17,14 @@ their token layouts and weights.
 
 from __future__ import annotations
 
-from ._base import Construction, TokenLayout
+from ._base import Construction, RegressionConstruction, TokenLayout
 from .gd_regression import GDRegressionTransformer, gd_regression_transformer
 from .newton_regression import NewtonRegressionTransformer, newton_regression_transformer
 from .newton_schulz import NewtonSchulzTransformer, newton_schulz_transformer
 
 __all__ = [
     "Construction",
+    "RegressionConstruction",
     "TokenLayout",
     "newton_schulz_transformer",
     "NewtonSchulzTransformer",

@@ -154,6 +154,43 @@ class Construction(ResidualStack):
                 )
 
 
+class RegressionConstruction(Construction):
+    """Base class of the in-context regression constructions (GD, Iterative Newton).
+
+    The prompt's ``n`` context tokens come first and the query token at index ``n``;
+    subclasses define ``embed(X, y, x_query)`` and ``readout(H)``.
+    """
+
+    def _check(self, X, y, x_query, need_query=True):
+        x_query = check_regression_query(X, y, x_query, self.d, need_query=need_query)
+        self._check_like_model({"X": X})
+        return x_query
+
+    def x_token_positions(self, n: int) -> torch.Tensor:
+        """Token of ``x_i`` for ``i < n`` and of the query at index ``n``: ``0, 1, …, n``."""
+        return torch.arange(n + 1)
+
+    def forward(self, X: torch.Tensor, y: torch.Tensor, x_query: torch.Tensor) -> torch.Tensor:
+        """Predict ``x_qᵀ w_steps`` of the construction's algorithm on each prompt.
+
+        Parameters
+        ----------
+        X : Tensor of shape (B, n, d)
+        y : Tensor of shape (B, n)
+        x_query : Tensor of shape (B, d)
+
+        Returns
+        -------
+        Tensor of shape (B,)
+        """
+        self._check(X, y, x_query)
+        return self.readout(self.run_blocks(self.embed(X, y, x_query)))
+
+    def hidden_states(self, X, y, x_query=None) -> torch.Tensor:
+        """The stream after 0, 1, …, ``len(blocks)`` blocks: shape (len(blocks) + 1, B, T, D)."""
+        return self.run_blocks(self.embed(X, y, x_query), return_hidden=True)[1]
+
+
 def check_alpha(alpha, name: str = "alpha"):
     """``None`` or a positive real number (a model's weights cannot hold a per-problem value)."""
     if alpha is None:

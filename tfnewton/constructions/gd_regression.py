@@ -50,12 +50,12 @@ import torch
 
 from .. import _validate as v
 from ..algorithms import default_newton_alpha
-from ._base import Construction, TokenLayout, attention_block, check_build, check_regression_query, read_slot, write_slot
+from ._base import RegressionConstruction, TokenLayout, attention_block, check_build, read_slot, write_slot
 
 __all__ = ["GDRegressionTransformer", "gd_regression_transformer"]
 
 
-class GDRegressionTransformer(Construction):
+class GDRegressionTransformer(RegressionConstruction):
     """Gradient descent for in-context least squares; build with :func:`gd_regression_transformer`.
 
     Attributes
@@ -100,20 +100,11 @@ class GDRegressionTransformer(Construction):
             write_slot(a.W_O, 1, L["w"])
         return block
 
-    def _check(self, X, y, x_query, need_query=True):
-        x_query = check_regression_query(X, y, x_query, self.d, need_query=need_query)
-        self._check_like_model({"X": X})
-        return x_query
-
     def scale(self, X: torch.Tensor) -> torch.Tensor:
         """``c = √(η/n)`` per prompt, shape (B,)."""
         if self.lr is None:
             return default_newton_alpha(X).sqrt()  # η/n = 1/λ_max(XᵀX) = 1/σ_max(X)²
         return X.new_full((X.shape[0],), (self.lr / X.shape[1]) ** 0.5)
-
-    def x_token_positions(self, n: int) -> torch.Tensor:
-        """Token of ``x_i`` for ``i < n`` and of the query at index ``n``: ``0, 1, …, n``."""
-        return torch.arange(n + 1)
 
     def query_position(self, n: int) -> int:
         return n
@@ -134,26 +125,6 @@ class GDRegressionTransformer(Construction):
     def readout(self, H: torch.Tensor) -> torch.Tensor:
         """The prediction ``x_qᵀw``: minus slot ``"r"`` of the last token; shape (B,)."""
         return -H[..., -1, self.layout["r"].start]
-
-    def forward(self, X, y, x_query) -> torch.Tensor:
-        """Predict ``x_qᵀ w_steps`` of gradient descent on each prompt.
-
-        Parameters
-        ----------
-        X : Tensor of shape (B, n, d)
-        y : Tensor of shape (B, n)
-        x_query : Tensor of shape (B, d)
-
-        Returns
-        -------
-        Tensor of shape (B,)
-        """
-        self._check(X, y, x_query)
-        return self.readout(self.run_blocks(self.embed(X, y, x_query)))
-
-    def hidden_states(self, X, y, x_query=None) -> torch.Tensor:
-        """The stream after 0, 1, …, steps blocks: shape (steps + 1, B, n + 1, 3d + 2)."""
-        return self.run_blocks(self.embed(X, y, x_query), return_hidden=True)[1]
 
     def iterates(self, X, y) -> torch.Tensor:
         """Every ``w_t`` read from the query token: shape (steps + 1, B, d)."""

@@ -74,12 +74,11 @@ import torch
 
 from ..algorithms import default_newton_alpha
 from ._base import (
-    Construction,
+    RegressionConstruction,
     TokenLayout,
     attention_block,
     check_alpha,
     check_build,
-    check_regression_query,
     read_slot,
     write_slot,
 )
@@ -87,7 +86,7 @@ from ._base import (
 __all__ = ["NewtonRegressionTransformer", "newton_regression_transformer"]
 
 
-class NewtonRegressionTransformer(Construction):
+class NewtonRegressionTransformer(RegressionConstruction):
     """Iterative Newton for in-context least squares; build with :func:`newton_regression_transformer`.
 
     Attributes
@@ -175,20 +174,11 @@ class NewtonRegressionTransformer(Construction):
 
     # ------------------------------------------------------------------ hook protocol
 
-    def _check(self, X, y, x_query, need_query=True):
-        x_query = check_regression_query(X, y, x_query, self.d, need_query=need_query)
-        self._check_like_model({"X": X})
-        return x_query
-
     def scale(self, X: torch.Tensor) -> torch.Tensor:
         """``c = α^{1/4}`` per prompt, shape (B,): the embedding's scale of the context."""
         if self.alpha is None:
             return default_newton_alpha(X).sqrt()  # 1/σ_max(X) = (1/λ_max(S)²)^{1/4}
         return X.new_full((X.shape[0],), self.alpha**0.25)
-
-    def x_token_positions(self, n: int) -> torch.Tensor:
-        """Token of ``x_i`` for ``i < n`` and of the query at index ``n``: ``0, 1, …, n``."""
-        return torch.arange(n + 1)
 
     def query_position(self, n: int) -> int:
         """Index of the query token in a prompt of ``n`` context pairs."""
@@ -224,26 +214,6 @@ class NewtonRegressionTransformer(Construction):
         """The prediction: slot ``"p"`` of the query token, shape (B,) (or (…, B) for stacked streams)."""
         n = H.shape[-2] - self.d - 1
         return H[..., n, self.layout["p"].start]
-
-    def forward(self, X: torch.Tensor, y: torch.Tensor, x_query: torch.Tensor) -> torch.Tensor:
-        """Predict ``x_qᵀ w_steps`` of Iterative Newton on each prompt.
-
-        Parameters
-        ----------
-        X : Tensor of shape (B, n, d)
-        y : Tensor of shape (B, n)
-        x_query : Tensor of shape (B, d)
-
-        Returns
-        -------
-        Tensor of shape (B,)
-        """
-        self._check(X, y, x_query)
-        return self.readout(self.run_blocks(self.embed(X, y, x_query)))
-
-    def hidden_states(self, X, y, x_query=None) -> torch.Tensor:
-        """The stream after 0, 1, …, steps + 2 blocks: shape (steps + 3, B, n + 1 + d, 6d + 4)."""
-        return self.run_blocks(self.embed(X, y, x_query), return_hidden=True)[1]
 
     def _query_trace(self, X, y, x_query, slot: str) -> torch.Tensor:
         n, s = X.shape[1], self.layout[slot]
