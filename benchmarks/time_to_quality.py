@@ -31,7 +31,8 @@ import time
 import torch
 
 from tfnewton.models import load_checkpoint, load_pretrained
-from tfnewton.train import RECIPES, TrainConfig, curriculum_at, learning_rate, loss_fn, sample_batch, train
+from tfnewton.train import (RECIPES, TrainConfig, autocast_context, curriculum_at, learning_rate, loss_fn,
+                            resolve_precision, sample_batch, train)
 
 
 def first_below(history: dict, threshold: float):
@@ -54,7 +55,9 @@ def step_time_ms(config: TrainConfig, steps: int = 40) -> float:
         t = time.perf_counter()
         d_eff, n_eff = curriculum_at(10**9, config)  # the full-size problem (the slowest step)
         X, y = sample_batch(config, config.batch_size, n_eff, d_eff, generator=g, device="cpu")
-        loss = loss_fn(model(X, y), y, config.task)
+        with autocast_context(config.precision, "cpu"):
+            pred = model(X, y)
+        loss = loss_fn(pred.float(), y, config.task)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
@@ -84,11 +87,13 @@ def main(argv=None):
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--train", action="store_true", help="train the recipe from scratch and time it")
     p.add_argument("--recipe", default="gpt2_linreg_d5", choices=sorted(RECIPES))
+    p.add_argument("--precision", default=None, choices=["float32", "bfloat16", "auto"],
+                   help="override the recipe's precision (with --train)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
 
     if args.train:
-        config = TrainConfig(**RECIPES[args.recipe])
+        config = TrainConfig(**{**RECIPES[args.recipe], **({"precision": args.precision} if args.precision else {})})
         with tempfile.TemporaryDirectory() as out:
             t0 = time.perf_counter()
             # Train in chunks of 500 steps (one evaluation each; resuming is bit-identical)
@@ -101,8 +106,8 @@ def main(argv=None):
                 hit = first_below(r["history"], 1.1 * 0.0 + 0.01)
             minutes = (time.perf_counter() - t0) / 60
         if hit:
-            print(f"{args.recipe}: error {hit[1]:.4f} < 0.01 at step {hit[0]} after {minutes:.1f} wall-clock "
-                  f"minutes on {args.threads} thread(s)")
+            print(f"{args.recipe} ({resolve_precision(config.precision)}): error {hit[1]:.4f} < 0.01 at step "
+                  f"{hit[0]} after {minutes:.1f} wall-clock minutes on {args.threads} thread(s)")
         else:
             print(f"{args.recipe}: not below 0.01 after {step} steps ({minutes:.1f} min)")
         return

@@ -2,11 +2,19 @@
 
 The stack Garg et al. (2022) and Fu et al. (2024) trained with is Hugging Face's
 ``GPT2Model`` between a linear read-in and read-out (Garg et al.'s ``TransformerModel``),
-optimized with ``torch.optim.Adam``. Ours is ``tfnewton.models.build_model("gpt2", ...)``
-and the step of ``tfnewton.train`` (fused AdamW, gradient clipping). A step is forward,
-MSE loss, backward and the optimizer update on a fresh batch. The stacks are timed
-*alternately in one process* (ours, theirs, ours, ...) so that a noisy, shared machine
-slows all alike and the ratio holds.
+optimized with ``torch.optim.Adam`` in float32. Ours is
+``tfnewton.models.build_model("gpt2", ...)`` and the step of ``tfnewton.train`` (fused
+AdamW, gradient clipping), in the precision its recipe asks for: ``"auto"``, i.e. bf16
+autocast on a CPU with native bf16 (AVX512-BF16/AMX) and float32 on one without
+(:func:`tfnewton.train.resolve_precision`). A step is forward, MSE loss, backward and the
+optimizer update on a fresh batch. The stacks are timed *alternately in one process*
+(ours, theirs, ours, ...) so that a noisy, shared machine slows all alike and the ratio
+holds.
+
+So that the gain of each change can be told apart, the table also has our step in float32
+(same arithmetic as theirs: the difference is the attention backend), and Hugging Face's
+under the same bf16 autocast as ours (its SDPA then takes the CPU flash kernel's bf16 path,
+which is slow at these sizes).
 
 Hugging Face's GPT-2 is timed twice: with its current default attention
 (``F.scaled_dot_product_attention``, as ours) and with its ``"eager"`` attention (explicit
@@ -33,10 +41,13 @@ import torch.nn as nn
 
 from tfnewton.models import build_model
 from tfnewton.models.gpt2 import interleave
+from tfnewton.train import RECIPES, autocast_context, resolve_precision
 
 CONFIGS = {
-    "fu (d=20, 41 pts, 12x256, 8 heads)": dict(d=20, n_points=41, n_layers=12, width=256, heads=8, batch=64),
-    "small cpu (d=5, 11 pts, 6x64, 4 heads)": dict(d=5, n_points=11, n_layers=6, width=64, heads=4, batch=64),
+    "fu (d=20, 41 pts, 12x256, 8 heads)": dict(d=20, n_points=41, n_layers=12, width=256, heads=8, batch=64,
+                                               recipe="gpt2_linreg_d20_fu"),
+    "small cpu (d=5, 11 pts, 6x64, 4 heads)": dict(d=5, n_points=11, n_layers=6, width=64, heads=4, batch=64,
+                                                   recipe="gpt2_linreg_d5"),
 }
 
 
@@ -60,13 +71,15 @@ class GargTransformer(nn.Module):
         return self._read_out(output)[:, ::2, 0]
 
 
-def make_ours(c):
+def make_ours(c, precision):
     model = build_model("gpt2", c["d"], n_layers=c["n_layers"], width=c["width"], heads=c["heads"],
                         n_points=c["n_points"], seed=0)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.0, fused=True)
 
-    def step(X, y):
-        loss = (model(X, y) - y).pow(2).mean()
+    def step(X, y):  # tfnewton.train's step
+        with autocast_context(precision, "cpu"):
+            pred = model(X, y)
+        loss = (pred.float() - y).pow(2).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -75,14 +88,16 @@ def make_ours(c):
     return step
 
 
-def make_theirs(c, attn_implementation="sdpa"):
+def make_theirs(c, attn_implementation="sdpa", precision="float32"):
     torch.manual_seed(0)
     model = GargTransformer(c["d"], c["n_points"], c["width"], c["n_layers"], c["heads"], attn_implementation)
     assert model._backbone.config._attn_implementation == attn_implementation
     opt = torch.optim.Adam(model.parameters(), lr=1e-4)  # Garg et al.'s train.py
 
     def step(X, y):
-        loss = (model(X, y) - y).pow(2).mean()
+        with autocast_context(precision, "cpu"):
+            pred = model(X, y)
+        loss = (pred.float() - y).pow(2).mean()
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -94,7 +109,11 @@ def bench(c, steps: int, warmup: int):
     g = torch.Generator().manual_seed(0)
     data = [(torch.randn(c["batch"], c["n_points"], c["d"], generator=g),
              torch.randn(c["batch"], c["n_points"], generator=g)) for _ in range(4)]
-    fns = {"tfnewton": make_ours(c), "HF GPT2Model": make_theirs(c), "HF eager": make_theirs(c, "eager")}
+    recipe_precision = resolve_precision(RECIPES[c["recipe"]]["precision"], "cpu")
+    fns = {"tfnewton": make_ours(c, recipe_precision), "tfnewton float32": make_ours(c, "float32"),
+           "HF GPT2Model": make_theirs(c), "HF eager": make_theirs(c, "eager")}
+    if recipe_precision != "float32":
+        fns["HF bf16"] = make_theirs(c, precision=recipe_precision)
     times = {name: [] for name in fns}
     for i in range(warmup + steps):
         for name, fn in fns.items():  # alternate: ours, theirs, ours, theirs, ...
@@ -103,7 +122,7 @@ def bench(c, steps: int, warmup: int):
             fn(X, y)
             if i >= warmup:
                 times[name].append(time.perf_counter() - t)
-    return {name: 1000 * statistics.median(ts) for name, ts in times.items()}
+    return recipe_precision, {name: 1000 * statistics.median(ts) for name, ts in times.items()}
 
 
 def main(argv=None):
@@ -116,17 +135,20 @@ def main(argv=None):
     if args.threads:
         torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s); median ms per step "
-          "(forward + backward + optimizer), measured alternately")
-    print("| config | tfnewton (ms) | HF GPT2Model, SDPA attention (ms) | ratio | HF GPT2Model, eager attention (ms) | ratio |")
-    print("|---|---|---|---|---|---|")
+          "(forward + backward + optimizer), measured alternately. HF = Garg et al.'s stack "
+          "(GPT2Model + read-in/out, Adam, float32); ratio = tfnewton / HF.")
+    print("| config | tfnewton, recipe precision | HF, SDPA | ratio | HF, eager | ratio "
+          "| tfnewton float32 | ratio to HF SDPA | HF SDPA under our bf16 autocast |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for name, c in CONFIGS.items():
         if args.only and not name.startswith(args.only):
             continue
         steps = args.steps or (5 if c["width"] >= 256 else 30)
-        r = bench(c, steps, args.warmup)
-        ours, theirs, eager = r["tfnewton"], r["HF GPT2Model"], r["HF eager"]
-        print(f"| {name}, batch {c['batch']} | {ours:.1f} | {theirs:.1f} | {ours / theirs:.2f}x "
-              f"| {eager:.1f} | {ours / eager:.2f}x |", flush=True)
+        precision, r = bench(c, steps, args.warmup)
+        ours, theirs, eager, ours32 = r["tfnewton"], r["HF GPT2Model"], r["HF eager"], r["tfnewton float32"]
+        hf_bf16 = f"{r['HF bf16']:.1f}" if "HF bf16" in r else "n/a (no native bf16)"
+        print(f"| {name}, batch {c['batch']} | {ours:.1f} ({precision}) | {theirs:.1f} | {ours / theirs:.2f}x "
+              f"| {eager:.1f} | {ours / eager:.2f}x | {ours32:.1f} | {ours32 / theirs:.2f}x | {hf_bf16} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -293,6 +293,23 @@ def test_shipped_checkpoints_are_small_and_described():
 
 
 @pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_checkpoint_command_rebuilds_its_recipe(name):
+    """The recorded command parses back to the exact recipe stored with the weights, the
+    precision included (every shipped model was trained in float32 on a CPU)."""
+    import shlex
+    from dataclasses import asdict
+
+    from tfnewton.models import pretrained_info
+    from tfnewton.train import TrainConfig, build_parser, config_from_args
+
+    meta = pretrained_info(name)["metadata"]
+    args = build_parser().parse_args(shlex.split(meta["command"])[4:])
+    # A field added after a model was trained reads as its default (as resume does).
+    assert asdict(config_from_args(args)) == {**asdict(TrainConfig()), **meta["train_config"]}
+    assert meta["precision"] == meta["train_config"]["precision"] == "float32"
+
+
+@pytest.mark.parametrize("name", SHIPPED)
 def test_shipped_checkpoint_loads_and_is_causal(name):
     model = load_pretrained(name)
     d = model.config.d

@@ -16,6 +16,9 @@ from tfnewton.models import load_checkpoint
 from tfnewton.train import (
     TrainConfig,
     _reproducible_argv,
+    autocast_context,
+    cpu_has_native_bf16,
+    resolve_precision,
     curriculum_at,
     error_vs_k,
     learning_rate,
@@ -305,6 +308,57 @@ def test_states_and_checkpoints_without_the_new_fields_still_load(tmp_path):
     assert len(curve["model"]) == 7
 
 
+# --------------------------------------------------------------------------- precision
+
+
+def test_precision_validation_and_resolution():
+    with pytest.raises(ValueError, match="precision must be one of.*got 'fp16'"):
+        TrainConfig(precision="fp16")
+    with pytest.raises(ValueError, match="precision must be one of"):
+        resolve_precision("half", "cpu")
+    assert resolve_precision("float32", "cpu") == "float32"
+    assert resolve_precision("bfloat16", "cpu") == "bfloat16"
+    assert resolve_precision("auto", "cpu") == ("bfloat16" if cpu_has_native_bf16() else "float32")
+    assert TrainConfig().precision == "float32"  # the plain default is exact everywhere
+    # float32 runs the forward untouched; bf16 really changes the arithmetic of a matmul.
+    a, b = torch.randn(8, 16, generator=torch.Generator().manual_seed(0)), torch.randn(16, 4)
+    with autocast_context("float32", "cpu"):
+        assert (a @ b).dtype == torch.float32
+    with autocast_context("bfloat16", "cpu"):
+        assert (a @ b).dtype == torch.bfloat16
+
+
+def test_bf16_training_records_its_precision_and_resumes_bit_identically(tmp_path):
+    cfg = tiny(precision="bfloat16")
+    full = train(cfg, tmp_path / "full", **RUN)
+    part = train(cfg, tmp_path / "part", stop_after=13, **RUN)
+    assert part["step"] == 13
+    resumed = train(cfg, tmp_path / "part", resume=True, **RUN)
+    _assert_same_params(_params(full["model_path"]), _params(resumed["model_path"]))
+    model, meta = load_checkpoint(full["model_path"])
+    assert meta["precision"] == meta["train_config"]["precision"] == "bfloat16"
+    assert "--precision bfloat16" in meta["command"]
+    # The weights stay float32, and bf16 gave other weights than float32 would have.
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    fp32 = train(tiny(), tmp_path / "fp32", **RUN)
+    assert not all(torch.equal(a, b) for a, b in zip(_params(full["model_path"]).values(),
+                                                      _params(fp32["model_path"]).values()))
+
+
+def test_auto_precision_is_recorded_as_what_it_resolved_to(tmp_path, capsys):
+    argv = ["--out", str(tmp_path), "--d", "2", "--n-points", "5", "--n-layers", "1", "--width", "8", "--heads", "1",
+            "--batch-size", "4", "--steps", "3", "--eval-prompts", "16", "--no-curriculum", "--threads", "1",
+            "--no-progress", "--no-final-eval", "--precision", "auto"]
+    assert main(argv) == 0
+    _, meta = load_checkpoint(tmp_path / "model.pt")
+    resolved = resolve_precision("auto", "cpu")
+    assert meta["precision"] == meta["train_config"]["precision"] == resolved
+    assert meta["command"].endswith(f"--precision {resolved}") and "--precision auto" not in meta["command"]
+    # Resuming an "auto" run: the saved recipe holds the resolved value, and still matches.
+    assert train(tiny(steps=6, precision="auto"), tmp_path / "r", stop_after=3, **RUN)["step"] == 3
+    assert train(tiny(steps=6, precision="auto"), tmp_path / "r", resume=True, **RUN)["finished"]
+
+
 # --------------------------------------------------------------------------- evaluation
 
 
@@ -373,13 +427,14 @@ def test_ddp_on_cpu_with_gloo_two_processes(tmp_path):
 @pytest.mark.cuda
 def test_cuda_training_and_resume(tmp_path):
     """The same code on a GPU: generators on the device, bf16 autocast, resume on the device."""
-    cfg = tiny(steps=30)
+    cfg = tiny(steps=30, precision="auto")
     cuda_run = dict(RUN, threads=None)
     full = train(cfg, tmp_path / "full", device="cuda", **cuda_run)
     train(cfg, tmp_path / "part", device="cuda", stop_after=13, **cuda_run)
     resumed = train(cfg, tmp_path / "part", device="cuda", resume=True, **cuda_run)
     model, meta = load_checkpoint(resumed["model_path"], device="cuda")
     assert meta["device"] == "cuda" and next(model.parameters()).is_cuda
+    assert meta["precision"] == ("bfloat16" if torch.cuda.is_bf16_supported() else "float32")
     X = torch.randn(4, 7, 3, device="cuda")
     assert model(X, torch.randn(4, 7, device="cuda")).is_cuda
     # GPU kernels (atomics in backward) need not be bit-reproducible: close, not equal

@@ -9,7 +9,11 @@ that loop sit only the things a real run needs:
 - **the learning-rate schedule** measured to work on a CPU (``shared/notes/training.md``):
   linear warm-up, then constant, then a linear decay to 0 over the last 30 % of the steps
   (``"linear_decay"``, default); ``"cosine"`` and ``"constant"`` are there to compare;
-- gradient clipping, bf16 autocast on CUDA (never on CPU), a tqdm bar with the loss;
+- gradient clipping, a tqdm bar with the loss;
+- **mixed precision** (``precision="auto"``, the GPT-2 recipes' choice): bf16 autocast on a
+  GPU and on a CPU with native bf16 matrix units (AVX512-BF16 / AMX), float32 elsewhere —
+  the weights, the optimizer and the loss stay float32; :func:`resolve_precision` says what
+  a machine gets, and the checkpoint records it;
 - **evaluation** every ``eval_every`` steps on a fixed set of ≥ 2000 prompts (fixed seed,
   so the numbers are comparable across steps and runs): the normalized error
   ``E[(ŷ − y)²] / d`` at ``k = 2d`` in-context examples next to OLS's;
@@ -54,6 +58,7 @@ from ._validate import check_device, check_int, check_positive
 
 TASKS = ("linear_regression", "sparse_recovery", "logistic_regression")
 SCHEDULES = ("linear_decay", "cosine", "constant")
+PRECISIONS = ("float32", "bfloat16", "auto")
 
 
 # --------------------------------------------------------------------------- configuration
@@ -106,6 +111,12 @@ class TrainConfig:
         Seeds the initialisation and the training data.
     eval_prompts, eval_seed : int
         Size and seed of the fixed evaluation set (≥ 2000 prompts: ±10 % noise at 1000).
+    precision : {"float32", "bfloat16", "auto"}
+        Arithmetic of the forward pass: ``"bfloat16"`` runs it under bf16 autocast (matrix
+        products in bf16, accumulation, weights, optimizer and loss in float32);
+        ``"auto"`` is ``"bfloat16"`` where the device does bf16 natively (see
+        :func:`resolve_precision`) and ``"float32"`` elsewhere. :func:`train` records the
+        resolved value, so the recorded command repeats the run on any machine.
     """
 
     task: str = "linear_regression"
@@ -140,12 +151,15 @@ class TrainConfig:
     seed: int = 0
     eval_prompts: int = 2000
     eval_seed: int = 1234
+    precision: str = "float32"
 
     def __post_init__(self):
         if self.task not in TASKS:
             raise ValueError(f"task must be one of {TASKS}, got {self.task!r}")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         for name in ("d", "n_points", "n_layers", "width", "heads", "batch_size", "steps",
                      "d_start", "n_start", "curriculum_every", "eval_prompts", "sparsity"):
             check_int(getattr(self, name), name, minimum=1)
@@ -184,7 +198,10 @@ class TrainConfig:
 # et al.'s size, are meant for a GPU). ``--recipe NAME`` starts from one; flags override.
 RECIPES: dict[str, dict] = {
     # 6 x 64 GPT-2, d = 5: the measured CPU recipe (~0.3 M parameters).
-    "gpt2_linreg_d5": dict(kind="gpt2", d=5, n_points=11, n_layers=6, width=64, heads=4, steps=20_000),
+    # "auto": bf16 autocast where the device has it natively; on this project's 2-core CPU a
+    # step took 21 ms in bf16 vs 28 ms in float32 (benchmarks/train_step.py).
+    "gpt2_linreg_d5": dict(kind="gpt2", d=5, n_points=11, n_layers=6, width=64, heads=4, steps=20_000,
+                           precision="auto"),
     # Giannou et al.'s linear-attention model, scaled down: attention-only blocks (the layer
     # of the constructions), with and without LayerNorm, same shape and recipe. Three layers:
     # without LayerNorm the model is a polynomial of degree 3^L in its input and a 6-layer
@@ -202,7 +219,7 @@ RECIPES: dict[str, dict] = {
     # Garg et al. trained 500k steps at lr 1e-4 with this curriculum).
     "gpt2_linreg_d20_fu": dict(kind="gpt2", d=20, n_points=41, n_layers=12, width=256, heads=8,
                                batch_size=64, steps=500_000, lr=1e-4, warmup_steps=1000,
-                               d_start=5, n_start=11, curriculum_every=2000),
+                               d_start=5, n_start=11, curriculum_every=2000, precision="auto"),
 }
 
 
@@ -475,6 +492,51 @@ def _load_state(path: Path, config: TrainConfig, world: int) -> dict:
     return state
 
 
+# --------------------------------------------------------------------------- precision
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU multiplies bf16 matrices natively (AVX512-BF16 or AMX), via oneDNN.
+
+    Without it, bf16 is emulated and *slower* than float32, so ``"auto"`` stays float32.
+    """
+    try:
+        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a build without oneDNN
+        return False
+
+
+def resolve_precision(precision: str, device=None) -> str:
+    """``"float32"`` or ``"bfloat16"``: what ``precision`` means on ``device``.
+
+    ``"auto"`` is ``"bfloat16"`` on a CUDA device that supports it and on a CPU with native
+    bf16 (:func:`cpu_has_native_bf16`), ``"float32"`` elsewhere.
+
+    Examples
+    --------
+    >>> resolve_precision("float32", "cpu")
+    'float32'
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    device = check_device(device)
+    if precision != "auto":
+        return precision
+    if device.type == "cuda":
+        return "bfloat16" if torch.cuda.is_bf16_supported() else "float32"
+    if device.type == "cpu":
+        return "bfloat16" if cpu_has_native_bf16() else "float32"
+    return "float32"
+
+
+def autocast_context(precision: str, device):
+    """The context the forward pass runs in: bf16 autocast, or nothing for float32."""
+    device = check_device(device)
+    if resolve_precision(precision, device) == "bfloat16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
 # --------------------------------------------------------------------------- the loop
 
 
@@ -511,7 +573,6 @@ def train(
     log_every: int = 50,
     ckpt_every: int = 500,
     threads: int | None = None,
-    amp: bool = True,
     progress: bool = True,
     final_eval: bool = True,
     command: str | None = None,
@@ -535,8 +596,6 @@ def train(
         Cadence in steps of the evaluation at ``k = 2d``, the loss log and the checkpoint.
     threads : int, optional
         ``torch.set_num_threads`` for the run.
-    amp : bool
-        bf16 autocast on CUDA (ignored on CPU, where training stays float32).
     progress : bool
         tqdm progress bar (rank 0 only).
     final_eval : bool
@@ -564,6 +623,8 @@ def train(
     if threads is not None:
         torch.set_num_threads(check_int(threads, "threads", minimum=1))
     rank, world, device = _distributed_setup(device)
+    # Record what "auto" means here, so the checkpoint's command repeats this run anywhere.
+    config = dataclasses.replace(config, precision=resolve_precision(config.precision, device))
     if config.batch_size % world:
         raise ValueError(f"batch_size = {config.batch_size} must be divisible by the {world} processes")
     out_dir = Path(out_dir)
@@ -609,8 +670,7 @@ def train(
         err = _prediction_errors(predict(model, eval_X, eval_y), eval_y, config)
         return float(err[k])
 
-    autocast = (torch.autocast(device_type="cuda", dtype=torch.bfloat16)
-                if (amp and device.type == "cuda") else contextlib.nullcontext())
+    autocast = autocast_context(config.precision, device)
     local_batch = config.batch_size // world
     bar = tqdm(total=config.steps, initial=step, disable=(not progress) or rank != 0,
                mininterval=1.0 if sys.stderr.isatty() else 30.0, dynamic_ncols=True, desc="train")
@@ -637,6 +697,7 @@ def train(
             X, y = sample_batch(config, local_batch, n_eff, d_eff, generator=generator, device=device)
             with autocast:
                 pred = train_model(X, y)
+            pred = pred.float()  # the loss in float32 whatever the forward's precision
             loss = loss_fn(pred, y, config.task)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -710,6 +771,7 @@ def train(
             "library_version": __version__,
             "torch_version": torch.__version__,
             "device": device.type,
+            "precision": config.precision,
             "world_size": world,
             "ranks_in_sync": in_sync,
             "train_seconds": elapsed,
@@ -760,7 +822,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-every", type=int, default=50)
     p.add_argument("--ckpt-every", type=int, default=500)
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
-    p.add_argument("--no-amp", action="store_true", help="no bf16 autocast on CUDA")
     p.add_argument("--no-progress", action="store_true", help="no tqdm bar")
     p.add_argument("--no-final-eval", action="store_true", help="skip the error-vs-k curve at the end")
     for f in dataclasses.fields(TrainConfig):
@@ -800,11 +861,18 @@ def main(argv: list[str] | None = None) -> int:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     prefix = f"torchrun --nproc_per_node {world} -m tfnewton train" if world > 1 else "python -m tfnewton train"
     # The recorded command: the recipe's own flags only (no resume/stop/threads/progress).
-    keep = [a for a in _reproducible_argv(argv)]
+    keep = _reproducible_argv(argv)
+    if config.precision == "auto":  # record what "auto" meant on this machine
+        try:
+            resolved = resolve_precision("auto", args.device)
+        except (TypeError, ValueError) as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        keep = _without_flag(keep, "--precision") + ["--precision", resolved]
     command = prefix + " " + " ".join(shlex.quote(a) for a in keep)
     result = train(config, args.out, device=args.device, resume=args.resume, stop_after=args.stop_after,
                    eval_every=args.eval_every, log_every=args.log_every, ckpt_every=args.ckpt_every,
-                   threads=args.threads, amp=not args.no_amp, progress=not args.no_progress,
+                   threads=args.threads, progress=not args.no_progress,
                    final_eval=not args.no_final_eval, command=command)
     rank = int(os.environ.get("RANK", "0"))
     if rank == 0:
@@ -824,6 +892,19 @@ def main(argv: list[str] | None = None) -> int:
 
 _RUNTIME_FLAGS_WITH_VALUE = {"--stop-after", "--eval-every", "--log-every", "--ckpt-every", "--threads"}
 _RUNTIME_FLAGS = {"--resume", "--no-progress", "--no-final-eval"}
+
+
+def _without_flag(argv: list[str], flag: str) -> list[str]:
+    """``argv`` without ``flag VALUE`` / ``flag=VALUE``."""
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == flag:
+            skip = True
+        elif not a.startswith(flag + "="):
+            out.append(a)
+    return out
 
 
 def _reproducible_argv(argv: list[str]) -> list[str]:

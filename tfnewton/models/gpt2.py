@@ -31,9 +31,19 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from .._validate import check_int
 from ._common import InContextRegressor
+
+# On the CPU, SDPA's "math" backend (matmul, masked softmax, matmul) beats its flash kernel
+# at in-context prompt lengths. Forward + backward at batch 64, 2 threads, math vs flash:
+# 1.1 vs 2.1 ms (float32) and 1.3 vs 7.9 ms (bf16) for 4 heads x 22 tokens; 23 vs 24 ms and
+# 22 vs 55 ms for 8 heads x 82 tokens (benchmarks/attention_backends.py). On a GPU the
+# fused kernels win, so there torch picks.
+_cpu_backend = [SDPBackend.MATH]
+_any_backend = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.CUDNN_ATTENTION,
+                SDPBackend.MATH]
 
 
 @dataclass
@@ -99,7 +109,8 @@ class CausalSelfAttention(nn.Module):
         k = k.view(B, T, self.heads, hs).transpose(1, 2)
         v = v.view(B, T, self.heads, hs).transpose(1, 2)
         # softmax(q k^T / sqrt(hs)) v with a causal mask: token t attends to tokens <= t.
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (B, nh, T, hs)
+        with sdpa_kernel(_cpu_backend if x.device.type == "cpu" else _any_backend):
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (B, nh, T, hs)
         y = y.transpose(1, 2).reshape(B, T, C)
         return self.c_proj(y)
 
