@@ -14,7 +14,7 @@ import re
 import pytest
 import torch
 import torch.nn as nn
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from tfnewton.models import build_model
@@ -462,6 +462,8 @@ _configs = st.recursive(
 
 @settings(deadline=None, max_examples=60)
 @given(_configs)
+@example({"_": "' #"})  # found by hypothesis: '' inside single quotes, then " #"
+@example({"_": 'a " #', "b": "it's # not"})
 def test_yaml_reader_matches_pyyaml(conf):
     yaml = pytest.importorskip("yaml")
     assert _parse_yaml(yaml.dump(conf, default_flow_style=False)) == yaml.safe_load(

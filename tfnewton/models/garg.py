@@ -798,16 +798,28 @@ _FALSE = {"false", "False", "FALSE", "no", "No", "NO", "off", "Off", "OFF"}
 
 
 def _strip_comment(line: str) -> str:
-    # A '#' starts a comment at the line start or after a space, outside quotes.
+    # A '#' starts a comment at the line start or after a space, outside quotes. Inside
+    # single quotes '' is an escaped quote; inside double quotes a backslash escapes.
     quote = None
-    for i, ch in enumerate(line):
-        if quote:
-            if ch == quote:
+    i = 0
+    while i < len(line):
+        ch = line[i]
+        if quote == "'":
+            if ch == "'":
+                if line[i + 1:i + 2] == "'":
+                    i += 1
+                else:
+                    quote = None
+        elif quote == '"':
+            if ch == "\\":
+                i += 1
+            elif ch == '"':
                 quote = None
         elif ch in "'\"" and (i == 0 or line[i - 1] in " :[{,-"):
             quote = ch
         elif ch == "#" and (i == 0 or line[i - 1] in " \t"):
             return line[:i].rstrip()
+        i += 1
     return line.rstrip()
 
 
