@@ -56,7 +56,7 @@ def step_time_ms(config: TrainConfig, steps: int = 40) -> float:
         d_eff, n_eff = curriculum_at(10**9, config)  # the full-size problem (the slowest step)
         X, y = sample_batch(config, config.batch_size, n_eff, d_eff, generator=g, device="cpu")
         with autocast_context(config.precision, "cpu"):
-            pred = model(X, y)
+            pred = model(X, y, skip_unused=True)
         loss = loss_fn(pred.float(), y, config.task)
         opt.zero_grad(set_to_none=True)
         loss.backward()

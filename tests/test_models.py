@@ -140,6 +140,81 @@ def test_gpt2_block_matches_a_hand_written_reference():
     torch.testing.assert_close(blk(H)[0], ref, rtol=0, atol=1e-12)
 
 
+def test_gpt2_block_at_a_subset_of_rows_is_the_full_block_sliced():
+    """Block(h, rows) computes only the queries at ``rows``; keys and values still come from
+    every token, so the result is the full block's output at those rows."""
+    torch.manual_seed(1)
+    model = build_model("gpt2", 3, n_layers=1, width=12, heads=3, n_points=5).double()
+    for p in model.parameters():
+        torch.nn.init.normal_(p, std=0.3)
+    block = model.blocks[0]
+    H = torch.randn(4, 9, 12, dtype=torch.float64)
+    full = block(H)
+    for rows in (slice(None, None, 2), slice(1, None, 2), slice(3, 7), slice(8, 9)):
+        torch.testing.assert_close(block(H, rows=rows), full[:, rows], rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("rows", [slice(None), slice(None, None, 2)])
+def test_gpt2_cpu_attention_is_sdpas_arithmetic(rows):
+    """The CPU path (baddbmm, softmax, bmm) against F.scaled_dot_product_attention itself."""
+    import torch.nn.functional as F
+
+    torch.manual_seed(2)
+    model = build_model("gpt2", 2, n_layers=1, width=16, heads=4, n_points=6).double()
+    for p in model.parameters():
+        torch.nn.init.normal_(p, std=0.5)
+    attn = model.blocks[0].attn
+    x = torch.randn(3, 11, 16, dtype=torch.float64)
+    B, T, C = x.shape
+    q, k, v = attn.c_attn(x).view(B, T, 3, 4, 4).permute(2, 0, 3, 1, 4).unbind(0)
+    allowed = torch.ones(T, T, dtype=torch.bool).tril()  # query t sees keys s <= t
+    y = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed)  # (B, H, T, hs)
+    ref = attn.c_proj(y.transpose(1, 2).reshape(B, T, C))[:, rows]
+    torch.testing.assert_close(attn(x, rows), ref, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("n", [1, 2, 7])
+def test_skip_unused_gives_the_same_predictions_and_gradients(kind, n):
+    """The training loop's fast path: same predictions and same parameter gradients."""
+    model = build_model(kind, 3, n_points=7, seed=3, n_layers=3, width=16, heads=2).double()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.2 * torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel()), dtype=p.dtype))
+    X, y = _prompts(5, n, 3, seed=n)
+
+    def loss_and_grads(**kw):
+        model.zero_grad(set_to_none=True)
+        pred = model(X, y, **kw)
+        (pred - y).pow(2).mean().backward()
+        return pred.detach(), [p.grad.clone() for p in model.parameters()]
+
+    full, full_grads = loss_and_grads()
+    fast, fast_grads = loss_and_grads(skip_unused=True)
+    assert fast.shape == (5, n) and fast.dtype == torch.float64
+    torch.testing.assert_close(fast, full, rtol=0, atol=1e-12)
+    for a, b in zip(fast_grads, full_grads):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
+
+
+def test_skip_unused_float32_matches_to_rounding():
+    model = build_model("gpt2", 5, seed=0)  # the small recipe's shape, float32
+    X, y = _prompts(64, 11, 5, dtype=torch.float32)
+    torch.testing.assert_close(model(X, y, skip_unused=True), model(X, y), rtol=0, atol=1e-5)
+
+
+@pytest.mark.cuda
+def test_gpt2_cuda_attention_matches_the_cpu_path():
+    """On a GPU the model calls SDPA (is_causal, or the mask for a subset of rows)."""
+    torch.manual_seed(4)
+    model = build_model("gpt2", 3, n_layers=2, width=16, heads=4, n_points=6).double()
+    X, y = _prompts(4, 6, 3)
+    on_gpu = build_model("gpt2", 3, n_layers=2, width=16, heads=4, n_points=6).double().cuda()
+    on_gpu.load_state_dict(model.state_dict())
+    for kw in ({}, {"skip_unused": True}):
+        torch.testing.assert_close(on_gpu(X.cuda(), y.cuda(), **kw).cpu(), model(X, y), rtol=0, atol=1e-10)
+
+
 def test_linear_model_uses_the_librarys_layers():
     from tfnewton.layers import LinearAttention, ReluMLP
 

@@ -20,7 +20,7 @@ class InContextRegressor(nn.Module):
 
     kind: str = ""
 
-    def forward(self, X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def forward(self, X: torch.Tensor, y: torch.Tensor, *, skip_unused: bool = False) -> torch.Tensor:
         """Predict every label from its x and the pairs before it.
 
         Parameters
@@ -28,6 +28,12 @@ class InContextRegressor(nn.Module):
         X : Tensor of shape (B, n, d)
         y : Tensor of shape (B, n)
             ``y[:, i]`` is used by predictions ``i + 1, ...`` only.
+        skip_unused : bool
+            Skip the work that no prediction reads — the training loop's fast path, with the
+            same predictions. The last token (``y_n``'s) is dropped, since no x token comes
+            after it; the GPT-2 model also runs its last block at the x tokens only. The
+            blocks then see a shorter stream than ``embed`` makes, so hooks that capture
+            hidden states (the probes) need the default ``False``.
 
         Returns
         -------
@@ -36,9 +42,18 @@ class InContextRegressor(nn.Module):
             ``(x_j, y_j)`` for ``j < i``; in the dtype of ``X``.
         """
         h = self.embed(X, y)
-        for block in self.blocks:
+        if not skip_unused:
+            for block in self.blocks:
+                h = block(h)
+            return self.readout(h).to(X.dtype)
+        h = h[:, :-1]  # (B, 2n - 1, D): x_i sits at token 2i, so readout still finds every x
+        for block in self.blocks[:-1]:
             h = block(h)
-        return self.readout(h).to(X.dtype)
+        return self._last_block_and_readout(h).to(X.dtype)
+
+    def _last_block_and_readout(self, h: torch.Tensor) -> torch.Tensor:
+        """``readout(blocks[-1](h))``; a model whose last block can skip rows overrides it."""
+        return self.readout(self.blocks[-1](h))
 
     @property
     def d(self) -> int:

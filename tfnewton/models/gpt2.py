@@ -31,19 +31,9 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from .._validate import check_int
 from ._common import InContextRegressor
-
-# On the CPU, SDPA's "math" backend (matmul, masked softmax, matmul) beats its flash kernel
-# at in-context prompt lengths. Forward + backward at batch 64, 2 threads, math vs flash:
-# 1.1 vs 2.1 ms (float32) and 1.3 vs 7.9 ms (bf16) for 4 heads x 22 tokens; 23 vs 24 ms and
-# 22 vs 55 ms for 8 heads x 82 tokens (benchmarks/attention_backends.py). On a GPU the
-# fused kernels win, so there torch picks.
-_cpu_backend = [SDPBackend.MATH]
-_any_backend = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.CUDNN_ATTENTION,
-                SDPBackend.MATH]
 
 
 @dataclass
@@ -93,26 +83,55 @@ def _layernorm(config: GPT2Config) -> nn.Module:
 
 
 class CausalSelfAttention(nn.Module):
-    """Multi-head causal softmax attention, queries/keys/values from one fused Linear."""
+    """Multi-head causal softmax attention, queries/keys/values from one fused Linear.
+
+    ``softmax(q kᵀ / √hs + causal mask) v`` per head. On a GPU this is
+    ``F.scaled_dot_product_attention`` (its fused kernels). On the CPU the same arithmetic
+    is written out — one ``baddbmm`` for the scaled, masked scores, a softmax, one ``bmm``
+    — which is what SDPA's "math" backend computes (bit-identical, tested), without its
+    per-call mask building and checks, and several times faster than SDPA's CPU flash
+    kernel under bf16 (``benchmarks/attention_backends.py``).
+    """
 
     def __init__(self, config: GPT2Config):
         super().__init__()
         self.heads = config.heads
         self.c_attn = nn.Linear(config.width, 3 * config.width)  # q, k, v for all heads
         self.c_proj = nn.Linear(config.width, config.width)
+        T = 2 * config.n_points
+        # Added to the scores: 0 where token t may attend to token s (s <= t), -inf above the
+        # diagonal. Not part of the state dict; follows the model's device and dtype.
+        self.register_buffer("causal_bias", torch.full((T, T), float("-inf")).triu_(1), persistent=False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, rows: slice = slice(None)) -> torch.Tensor:
+        """``(B, T, C) -> (B, T', C)``: the attention output at the tokens ``x[:, rows]``.
+
+        Every token up to a query's own position is a key and value; ``rows`` only picks the
+        queries (the last block of :meth:`GPT2Regressor.forward` with ``skip_unused`` needs
+        the x tokens alone).
+        """
         B, T, C = x.shape
-        q, k, v = self.c_attn(x).split(C, dim=2)
-        hs = C // self.heads
-        q = q.view(B, T, self.heads, hs).transpose(1, 2)  # (B, nh, T, hs)
-        k = k.view(B, T, self.heads, hs).transpose(1, 2)
-        v = v.view(B, T, self.heads, hs).transpose(1, 2)
-        # softmax(q k^T / sqrt(hs)) v with a causal mask: token t attends to tokens <= t.
-        with sdpa_kernel(_cpu_backend if x.device.type == "cpu" else _any_backend):
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (B, nh, T, hs)
-        y = y.transpose(1, 2).reshape(B, T, C)
-        return self.c_proj(y)
+        H, hs = self.heads, C // self.heads
+        if rows == slice(None):
+            # One copy to head-major (3, B, H, T, hs); q, k, v are contiguous slices of it.
+            q, k, v = self.c_attn(x).view(B, T, 3, H, hs).permute(2, 0, 3, 1, 4).contiguous().unbind(0)
+        else:
+            weight, bias = self.c_attn.weight, self.c_attn.bias
+            q = F.linear(x[:, rows], weight[:C], bias[:C])
+            q = q.view(B, q.shape[1], H, hs).transpose(1, 2).contiguous()
+            k, v = F.linear(x, weight[C:], bias[C:]).view(B, T, 2, H, hs).permute(2, 0, 3, 1, 4).contiguous().unbind(0)
+        Tq = q.shape[2]
+        if x.device.type == "cpu":
+            mask = self.causal_bias[:T, :T][rows].to(q.dtype)  # (Tq, T)
+            scores = torch.baddbmm(mask, q.view(B * H, Tq, hs), k.view(B * H, T, hs).transpose(1, 2),
+                                   alpha=hs ** -0.5)  # (B*H, Tq, T)
+            y = torch.bmm(scores.softmax(dim=-1), v.view(B * H, T, hs)).view(B, H, Tq, hs)
+        elif rows == slice(None):
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (B, H, T, hs)
+        else:  # is_causal would align the Tq queries with the first Tq keys: pass the mask
+            mask = self.causal_bias[:T, :T][rows].to(q.dtype)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        return self.c_proj(y.transpose(1, 2).reshape(B, Tq, C))
 
 
 class MLP(nn.Module):
@@ -137,8 +156,9 @@ class Block(nn.Module):
         self.ln_2 = _layernorm(config)
         self.mlp = MLP(config)
 
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
-        h = h + self.attn(self.ln_1(h))
+    def forward(self, h: torch.Tensor, rows: slice = slice(None)) -> torch.Tensor:
+        """``(B, T, C) -> (B, T', C)``: the block's output at the tokens ``h[:, rows]`` (all by default)."""
+        h = h[:, rows] + self.attn(self.ln_1(h), rows)
         h = h + self.mlp(self.ln_2(h))
         return h
 
@@ -213,6 +233,12 @@ class GPT2Regressor(InContextRegressor):
     def readout(self, H: torch.Tensor) -> torch.Tensor:
         """Final LayerNorm and read-out at the x tokens: ``(B, 2n, width) -> (B, n)``."""
         return self.read_out(self.ln_f(H[:, ::2]))[..., 0]
+
+    def _last_block_and_readout(self, h: torch.Tensor) -> torch.Tensor:
+        # The last block's output is read at the x tokens only: compute just those rows
+        # (their queries, attention output and MLP; keys and values still come from all).
+        h = self.blocks[-1](h, rows=slice(None, None, 2))  # (B, n, width)
+        return self.read_out(self.ln_f(h))[..., 0]
 
 
 def interleave(X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
