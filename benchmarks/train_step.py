@@ -3,21 +3,21 @@
 The stack Garg et al. (2022) and Fu et al. (2024) trained with is Hugging Face's
 ``GPT2Model`` between a linear read-in and read-out (Garg et al.'s ``TransformerModel``),
 optimized with ``torch.optim.Adam`` in float32. Ours is
-``tfnewton.models.build_model("gpt2", ...)`` and the step of ``tfnewton.train`` (fused
-AdamW, gradient clipping), in the precision its recipe asks for: ``"auto"``, i.e. bf16
-autocast on a CPU with native bf16 (AVX512-BF16/AMX) and float32 on one without
-(:func:`tfnewton.train.resolve_precision`). A step is forward, MSE loss, backward and the
-optimizer update on a fresh batch. The stacks are timed *alternately in one process*
-(ours, theirs, ours, ...) so that a noisy, shared machine slows all alike and the ratio
-holds.
+``tfnewton.models.build_model("gpt2", ...)`` and the step of ``tfnewton.train``: the
+forward pass with ``skip_unused=True``, fused AdamW, gradient clipping. A step is forward,
+MSE loss, backward and the optimizer update on a fresh batch. The stacks are timed
+*alternately in one process* (ours, theirs, ours, ...) so that a noisy, shared machine
+slows all alike and the ratio holds.
 
-So that the gain of each change can be told apart, the table also has our step in float32
-(same arithmetic as theirs: the difference is the attention backend), and Hugging Face's
-under the same bf16 autocast as ours (its SDPA then takes the CPU flash kernel's bf16 path,
-which is slow at these sizes).
+Ours is timed in float32 (the same arithmetic as theirs) and, on a CPU with native bf16
+(AVX512-BF16/AMX, :func:`tfnewton.train.cpu_has_native_bf16`), under bf16 autocast; the
+``recipe`` column is the ratio at the precision the config's recipe resolves to
+(:func:`tfnewton.train.resolve_precision`): float32 for the small recipe, ``"auto"`` for
+Fu et al.'s. Where bf16 is timed, Hugging Face's stack is also timed under the same bf16
+autocast (its SDPA then takes the CPU flash kernel's bf16 path, slow at these sizes).
 
 Hugging Face's GPT-2 is timed twice: with its current default attention
-(``F.scaled_dot_product_attention``, as ours) and with its ``"eager"`` attention (explicit
+(``F.scaled_dot_product_attention``) and with its ``"eager"`` attention (explicit
 ``softmax(QKᵀ/√d + mask)V``), the only attention the transformers 4.17 that Garg et al.'s
 code pins had.
 
@@ -41,7 +41,7 @@ import torch.nn as nn
 
 from tfnewton.models import build_model
 from tfnewton.models.gpt2 import interleave
-from tfnewton.train import RECIPES, autocast_context, resolve_precision
+from tfnewton.train import RECIPES, autocast_context, cpu_has_native_bf16, resolve_precision
 
 CONFIGS = {
     "fu (d=20, 41 pts, 12x256, 8 heads)": dict(d=20, n_points=41, n_layers=12, width=256, heads=8, batch=64,
@@ -109,11 +109,10 @@ def bench(c, steps: int, warmup: int):
     g = torch.Generator().manual_seed(0)
     data = [(torch.randn(c["batch"], c["n_points"], c["d"], generator=g),
              torch.randn(c["batch"], c["n_points"], generator=g)) for _ in range(4)]
-    recipe_precision = resolve_precision(RECIPES[c["recipe"]]["precision"], "cpu")
-    fns = {"tfnewton": make_ours(c, recipe_precision), "tfnewton float32": make_ours(c, "float32"),
-           "HF GPT2Model": make_theirs(c), "HF eager": make_theirs(c, "eager")}
-    if recipe_precision != "float32":
-        fns["HF bf16"] = make_theirs(c, precision=recipe_precision)
+    fns = {"float32": make_ours(c, "float32"), "HF": make_theirs(c), "HF eager": make_theirs(c, "eager")}
+    if cpu_has_native_bf16():
+        fns["bfloat16"] = make_ours(c, "bfloat16")
+        fns["HF bf16"] = make_theirs(c, precision="bfloat16")
     times = {name: [] for name in fns}
     for i in range(warmup + steps):
         for name, fn in fns.items():  # alternate: ours, theirs, ours, theirs, ...
@@ -122,7 +121,7 @@ def bench(c, steps: int, warmup: int):
             fn(X, y)
             if i >= warmup:
                 times[name].append(time.perf_counter() - t)
-    return recipe_precision, {name: 1000 * statistics.median(ts) for name, ts in times.items()}
+    return {name: 1000 * statistics.median(ts) for name, ts in times.items()}
 
 
 def main(argv=None):
@@ -134,21 +133,23 @@ def main(argv=None):
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s); median ms per step "
-          "(forward + backward + optimizer), measured alternately. HF = Garg et al.'s stack "
-          "(GPT2Model + read-in/out, Adam, float32); ratio = tfnewton / HF.")
-    print("| config | tfnewton, recipe precision | HF, SDPA | ratio | HF, eager | ratio "
-          "| tfnewton float32 | ratio to HF SDPA | HF SDPA under our bf16 autocast |")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), native bf16: {cpu_has_native_bf16()}; "
+          "median ms per step (forward + backward + optimizer), measured alternately. HF = Garg et al.'s stack "
+          "(GPT2Model + read-in/out, Adam, float32); ratio = tfnewton / HF (SDPA).")
+    print("| config | HF, SDPA | HF, eager | tfnewton float32 | ratio | tfnewton bf16 | ratio "
+          "| HF under bf16 autocast | recipe precision: ratio |")
     print("|---|---|---|---|---|---|---|---|---|")
     for name, c in CONFIGS.items():
         if args.only and not name.startswith(args.only):
             continue
         steps = args.steps or (5 if c["width"] >= 256 else 30)
-        precision, r = bench(c, steps, args.warmup)
-        ours, theirs, eager, ours32 = r["tfnewton"], r["HF GPT2Model"], r["HF eager"], r["tfnewton float32"]
-        hf_bf16 = f"{r['HF bf16']:.1f}" if "HF bf16" in r else "n/a (no native bf16)"
-        print(f"| {name}, batch {c['batch']} | {ours:.1f} ({precision}) | {theirs:.1f} | {ours / theirs:.2f}x "
-              f"| {eager:.1f} | {ours / eager:.2f}x | {ours32:.1f} | {ours32 / theirs:.2f}x | {hf_bf16} |", flush=True)
+        r = bench(c, steps, args.warmup)
+        hf = r["HF"]
+        recipe = resolve_precision(RECIPES[c["recipe"]]["precision"], "cpu")
+        bf16 = (f"{r['bfloat16']:.1f} | {r['bfloat16'] / hf:.2f}x | {r['HF bf16']:.1f}" if "bfloat16" in r
+                else "n/a | | n/a (no native bf16)")
+        print(f"| {name}, batch {c['batch']} | {hf:.1f} | {r['HF eager']:.1f} | {r['float32']:.1f} "
+              f"| {r['float32'] / hf:.2f}x | {bf16} | {recipe}: {r[recipe] / hf:.2f}x |", flush=True)
 
 
 if __name__ == "__main__":

@@ -21,6 +21,9 @@ Hook protocol shared by every model in :mod:`tfnewton.models` (the probes rely o
 - ``model.readout(H) -> (B, n)``: final LayerNorm + read-out at the x tokens;
 - ``model.x_token_positions(n) -> LongTensor (n,)``: the token index of ``x_i``;
 - ``model(X, y) == model.readout(blocks(model.embed(X, y)))``.
+
+``model(X, y, skip_unused=True)`` gives the same predictions without the work none of them
+reads (the last token; the y-token rows of the last block): the training loop's forward.
 """
 
 from __future__ import annotations
@@ -107,8 +110,8 @@ class CausalSelfAttention(nn.Module):
         """``(B, T, C) -> (B, T', C)``: the attention output at the tokens ``x[:, rows]``.
 
         Every token up to a query's own position is a key and value; ``rows`` only picks the
-        queries (the last block of :meth:`GPT2Regressor.forward` with ``skip_unused`` needs
-        the x tokens alone).
+        queries (the last block of ``model(X, y, skip_unused=True)`` needs the x tokens
+        alone).
         """
         B, T, C = x.shape
         H, hs = self.heads, C // self.heads

@@ -1,0 +1,56 @@
+"""The training-speed benchmarks still run (tiny shapes); their figures live in the README."""
+
+import importlib.util
+import pathlib
+import sys
+
+import pytest
+import torch
+
+BENCHMARKS = pathlib.Path(__file__).parent.parent / "benchmarks"
+
+
+def _load(name):
+    sys.path.insert(0, str(BENCHMARKS))  # the scripts import their shared _timing helper
+    try:
+        spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCHMARKS / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+
+
+def test_train_step_benchmark_times_every_stack(one_thread):
+    pytest.importorskip("transformers")
+    bench = _load("train_step")
+    tiny = dict(d=2, n_points=3, n_layers=1, width=8, heads=2, batch=4, recipe="gpt2_linreg_d5")
+    times = bench.bench(tiny, steps=2, warmup=0)
+    expected = {"float32", "HF", "HF eager"}
+    if bench.cpu_has_native_bf16():
+        expected |= {"bfloat16", "HF bf16"}
+    assert set(times) == expected and all(t > 0 for t in times.values())
+
+
+def test_train_step_benchmark_models_are_the_same_function():
+    """Ours and Garg et al.'s stack at the same weights give the same predictions, so the
+    benchmark compares two implementations of one model (float64, random weights)."""
+    pytest.importorskip("transformers")
+    from tfnewton.models import from_hf_gpt2
+
+    bench = _load("train_step")
+    torch.manual_seed(0)
+    theirs = bench.GargTransformer(3, 5, 16, 2, 2).double().eval()
+    ours = from_hf_gpt2(theirs._backbone, theirs._read_in, theirs._read_out).double()
+    g = torch.Generator().manual_seed(1)
+    X = torch.randn(4, 5, 3, generator=g, dtype=torch.float64)
+    y = torch.randn(4, 5, generator=g, dtype=torch.float64)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(X, y, skip_unused=True), theirs(X, y), rtol=0, atol=1e-12)
+
+
+def test_attention_backends_benchmark_agrees_with_sdpa(one_thread):
+    bench = _load("attention_backends")
+    shape = (2, 2, 5, 4)
+    for backend in bench.BACKENDS.values():
+        bench.fwd_bwd(shape, torch.float32, backend)()  # runs forward and backward
