@@ -13,8 +13,8 @@ Three numbers, from cheapest to most expensive:
    otherwise idle machine.
 
 ``--train`` instead runs the recipe from scratch and reports the wall-clock time at which
-the evaluation first crosses the threshold (about 10-20 minutes; the run continues to the
-end of its schedule only if ``--full``).
+the evaluation first crosses the threshold (about 10 minutes on a 2-core CPU; it trains in
+chunks of 500 steps and stops at the first evaluation below the threshold).
 
     python benchmarks/time_to_quality.py                       # the shipped gpt2_linreg_d5
     python benchmarks/time_to_quality.py --checkpoint runs/gpt2_linreg_d5/model.pt
