@@ -58,7 +58,7 @@ def fwd_bwd(shape, dtype, backend):
             q, k, v = (t.view(B, T, nh, hs).transpose(1, 2) for t in qkv.split(nh * hs, dim=2))
             with sdpa_kernel([backend]):
                 out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-        torch.autograd.grad(out, qkv, grad)
+        return out, torch.autograd.grad(out, qkv, grad)[0]
 
     return run
 

@@ -50,7 +50,12 @@ def test_train_step_benchmark_models_are_the_same_function():
 
 
 def test_attention_backends_benchmark_agrees_with_sdpa(one_thread):
+    """Every timed attention computes the same outputs and input gradients (float32)."""
     bench = _load("attention_backends")
-    shape = (2, 2, 5, 4)
-    for backend in bench.BACKENDS.values():
-        bench.fwd_bwd(shape, torch.float32, backend)()  # runs forward and backward
+    shape = (2, 3, 7, 4)  # batch, heads, tokens, head size
+    results = {name: bench.fwd_bwd(shape, torch.float32, backend)() for name, backend in bench.BACKENDS.items()}
+    (ref_out, ref_grad), *others = results.values()
+    assert ref_out.shape == (2, 3, 7, 4) and ref_grad.shape == (2, 7, 3 * 3 * 4)
+    for out, grad in others:
+        torch.testing.assert_close(out, ref_out, rtol=0, atol=1e-5)
+        torch.testing.assert_close(grad, ref_grad, rtol=0, atol=1e-5)

@@ -10,8 +10,9 @@ that loop sit only the things a real run needs:
   linear warm-up, then constant, then a linear decay to 0 over the last 30 % of the steps
   (``"linear_decay"``, default); ``"cosine"`` and ``"constant"`` are there to compare;
 - gradient clipping, a tqdm bar with the loss;
-- **mixed precision** (``precision="auto"``, the GPT-2 recipes' choice): bf16 autocast on a
-  GPU and on a CPU with native bf16 matrix units (AVX512-BF16 / AMX), float32 elsewhere —
+- **mixed precision** (``precision="auto"``, Fu et al.'s recipe's choice; the small CPU
+  recipes stay float32): bf16 autocast on a GPU and on a CPU with native bf16 matrix units
+  (AVX512-BF16 / AMX), float32 elsewhere —
   the weights, the optimizer and the loss stay float32; :func:`resolve_precision` says what
   a machine gets, and the checkpoint records it;
 - **evaluation** every ``eval_every`` steps on a fixed set of ≥ 2000 prompts (fixed seed,
