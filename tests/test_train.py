@@ -308,6 +308,108 @@ def test_states_and_checkpoints_without_the_new_fields_still_load(tmp_path):
     assert len(curve["model"]) == 7
 
 
+# --------------------------------------------------------------------------- flat parameters and torch.compile
+
+
+@pytest.mark.parametrize("kind", ["gpt2", "linear", "lstm"])
+def test_flatten_parameters_keeps_values_and_accumulates_gradients_in_place(kind):
+    from tfnewton.models import build_model
+    from tfnewton.train import flatten_parameters
+
+    model = build_model(kind, 3, n_layers=2, width=8, heads=2, n_points=5, dtype=torch.float64, seed=0)
+    reference = build_model(kind, 3, n_layers=2, width=8, heads=2, n_points=5, dtype=torch.float64, seed=0)
+    before = [p.detach().clone() for p in model.parameters()]
+    flat = flatten_parameters(model)
+    assert flat.shape == (sum(p.numel() for p in before),) and flat.grad.shape == flat.shape
+    for p, b in zip(model.parameters(), before):
+        assert torch.equal(p, b)
+        assert flat.data_ptr() <= p.data_ptr() < flat.data_ptr() + flat.numel() * flat.element_size()
+    X, y = torch.randn(4, 5, 3, dtype=torch.float64), torch.randn(4, 5, dtype=torch.float64)
+    for _ in range(2):  # the second backward accumulates onto the first
+        model(X, y).pow(2).mean().backward()
+        reference(X, y).pow(2).mean().backward()
+    expected = torch.cat([p.grad.reshape(-1) for p in reference.parameters()])
+    torch.testing.assert_close(flat.grad, expected, rtol=1e-12, atol=1e-15)
+    for p in model.parameters():  # still views of the flat gradient, not fresh tensors
+        assert flat.grad.data_ptr() <= p.grad.data_ptr() < flat.grad.data_ptr() + flat.grad.numel() * 8
+    with torch.no_grad():  # an update of the buffer is an update of the model
+        flat.add_(1.0)
+    assert torch.equal(next(model.parameters()), before[0] + 1.0)
+
+
+def test_flatten_parameters_refuses_mixed_dtypes():
+    from tfnewton.train import flatten_parameters
+
+    mixed = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 2).double())
+    with pytest.raises(ValueError, match="share one dtype and device"):
+        flatten_parameters(mixed)
+    with pytest.raises(ValueError, match="no parameters"):
+        flatten_parameters(torch.nn.ReLU())
+
+
+def test_flat_training_matches_per_parameter_training(tmp_path, monkeypatch):
+    """The flat buffer changes how many calls clipping and AdamW make, not what they compute:
+    without clipping the runs are bit-identical; with it, the norm is summed in another
+    order (float32 rounding)."""
+    import tfnewton.train as tr
+
+    for clip in (0.0, 1.0):
+        cfg = tiny(grad_clip=clip, steps=25)
+        flat = train(cfg, tmp_path / f"flat{clip}", **RUN)
+        monkeypatch.setattr(tr, "FLAT_ON_CPU", False)
+        per_param = train(cfg, tmp_path / f"per{clip}", **RUN)
+        monkeypatch.setattr(tr, "FLAT_ON_CPU", True)
+        a, b = _params(flat["model_path"]), _params(per_param["model_path"])
+        if clip == 0.0:
+            _assert_same_params(a, b)
+        else:
+            for key in a:
+                torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6)
+    # A state saved per parameter does not resume into a flat run (and says why).
+    monkeypatch.setattr(tr, "FLAT_ON_CPU", False)
+    train(tiny(), tmp_path / "layout", stop_after=5, **RUN)
+    monkeypatch.setattr(tr, "FLAT_ON_CPU", True)
+    with pytest.raises(ValueError, match="optimizer state is per-parameter but this run's is flat"):
+        train(tiny(), tmp_path / "layout", resume=True, **RUN)
+
+
+def test_compiled_training_matches_eager_training(tmp_path):
+    """compile=True: the final-length steps run through torch.compile (the curriculum's shorter
+    prompts eagerly); the trained weights agree with an eager run's to float32 rounding."""
+    import warnings
+
+    cfg = tiny(steps=24, curriculum_every=4)  # n = 3, 5, then 7 (compiled) from step 8
+    eager = train(cfg, tmp_path / "eager", **RUN)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # a fallback to eager would fail here
+        compiled = train(dataclasses.replace(cfg, compile=True), tmp_path / "compiled", **RUN)
+    a, b = _params(eager["model_path"]), _params(compiled["model_path"])
+    assert any(not torch.equal(a[k], b[k]) for k in a)  # compiled kernels did run
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5)
+    _, meta = load_checkpoint(compiled["model_path"])
+    assert meta["train_config"]["compile"] is True and "--compile" in meta["command"]
+
+
+def test_compile_failure_falls_back_to_eager_with_a_warning(tmp_path, monkeypatch):
+    def broken_compile(module, **kwargs):
+        def fail(*args, **kw):
+            raise RuntimeError("no C++ compiler found")
+        return fail
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    cfg = tiny(steps=12, curriculum=False)
+    with pytest.warns(RuntimeWarning, match="torch.compile failed .*no C\\+\\+ compiler.*training eagerly"):
+        fallback = train(dataclasses.replace(cfg, compile=True), tmp_path / "fallback", **RUN)
+    eager = train(cfg, tmp_path / "eager", **RUN)
+    _assert_same_params(_params(fallback["model_path"]), _params(eager["model_path"]))
+
+
+def test_compile_must_be_a_bool():
+    with pytest.raises(TypeError, match="compile must be a bool, got str"):
+        TrainConfig(compile="yes")
+
+
 # --------------------------------------------------------------------------- precision
 
 
