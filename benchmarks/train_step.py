@@ -41,7 +41,7 @@ import torch.nn as nn
 
 from tfnewton.models import build_model
 from tfnewton.models.gpt2 import interleave
-from tfnewton.train import RECIPES, autocast_context, cpu_has_native_bf16, resolve_precision
+from tfnewton.train import RECIPES, autocast_context, cpu_has_native_bf16, flatten_parameters, resolve_precision
 
 CONFIGS = {
     "fu (d=20, 41 pts, 12x256, 8 heads)": dict(d=20, n_points=41, n_layers=12, width=256, heads=8, batch=64,
@@ -71,18 +71,24 @@ class GargTransformer(nn.Module):
         return self._read_out(output)[:, ::2, 0]
 
 
-def make_ours(c, precision):
+def make_ours(c, precision, compile=False):
+    """tfnewton.train's step: flat parameters (one CPU process), fused AdamW, clipping on the
+    flat gradient, ``skip_unused=True``; ``compile=True`` runs it through ``torch.compile``
+    as ``TrainConfig(compile=True)`` does at the final prompt length."""
     model = build_model("gpt2", c["d"], n_layers=c["n_layers"], width=c["width"], heads=c["heads"],
                         n_points=c["n_points"], seed=0)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.0, fused=True)
+    flat = flatten_parameters(model)
+    opt = torch.optim.AdamW([flat], lr=1e-4, weight_decay=0.0, fused=True)
+    forward = torch.compile(model, dynamic=False) if compile else model
 
-    def step(X, y):  # tfnewton.train's step
+    def step(X, y):
         with autocast_context(precision, "cpu"):
-            pred = model(X, y, skip_unused=True)
+            pred = forward(X, y, skip_unused=True)
         loss = (pred.float() - y).pow(2).mean()
-        opt.zero_grad(set_to_none=True)
+        flat.grad.zero_()
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        norm = torch.linalg.vector_norm(flat.grad)
+        flat.grad.mul_(torch.clamp(1.0 / (norm + 1e-6), max=1.0))  # clip to norm 1
         opt.step()
 
     return step
@@ -105,11 +111,20 @@ def make_theirs(c, attn_implementation="sdpa", precision="float32"):
     return step
 
 
-def bench(c, steps: int, warmup: int):
+def bench(c, steps: int, warmup: int, compile: bool = False):
+    """Median ms per step of each stack; with ``compile``, also ours through torch.compile
+    (``"compiled"``; its first two calls, which compile, are reported as ``"compile s"``)."""
     g = torch.Generator().manual_seed(0)
     data = [(torch.randn(c["batch"], c["n_points"], c["d"], generator=g),
              torch.randn(c["batch"], c["n_points"], generator=g)) for _ in range(4)]
     fns = {"float32": make_ours(c, "float32"), "HF": make_theirs(c), "HF eager": make_theirs(c, "eager")}
+    compile_seconds = None
+    if compile:
+        fns["compiled"] = make_ours(c, "float32", compile=True)
+        t = time.perf_counter()
+        for X, y in data[:2]:
+            fns["compiled"](X, y)
+        compile_seconds = time.perf_counter() - t
     if cpu_has_native_bf16():
         fns["bfloat16"] = make_ours(c, "bfloat16")
         fns["HF bf16"] = make_theirs(c, precision="bfloat16")
@@ -121,7 +136,10 @@ def bench(c, steps: int, warmup: int):
             fn(X, y)
             if i >= warmup:
                 times[name].append(time.perf_counter() - t)
-    return {name: 1000 * statistics.median(ts) for name, ts in times.items()}
+    result = {name: 1000 * statistics.median(ts) for name, ts in times.items()}
+    if compile_seconds is not None:
+        result["compile s"] = compile_seconds
+    return result
 
 
 def main(argv=None):
@@ -130,26 +148,34 @@ def main(argv=None):
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--only", choices=["fu", "small"], default=None)
+    p.add_argument("--compile", choices=["recipe", "all", "none"], default="recipe",
+                   help="time ours through torch.compile where the recipe compiles (default), everywhere, or nowhere")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), native bf16: {cpu_has_native_bf16()}; "
           "median ms per step (forward + backward + optimizer), measured alternately. HF = Garg et al.'s stack "
           "(GPT2Model + read-in/out, Adam, float32); ratio = tfnewton / HF (SDPA).")
-    print("| config | HF, SDPA | HF, eager | tfnewton float32 | ratio | tfnewton bf16 | ratio "
-          "| HF under bf16 autocast | recipe precision: ratio |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| config | HF, SDPA | HF, eager | tfnewton float32 | ratio | compiled | ratio | tfnewton bf16 | ratio "
+          "| HF under bf16 autocast | the recipe's step: ratio |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for name, c in CONFIGS.items():
         if args.only and not name.startswith(args.only):
             continue
+        recipe = RECIPES[c["recipe"]]
+        compile = args.compile == "all" or (args.compile == "recipe" and recipe.get("compile", False))
         steps = args.steps or (5 if c["width"] >= 256 else 30)
-        r = bench(c, steps, args.warmup)
+        r = bench(c, steps, args.warmup, compile=compile)
         hf = r["HF"]
-        recipe = resolve_precision(RECIPES[c["recipe"]]["precision"], "cpu")
+        precision = resolve_precision(recipe["precision"], "cpu")
+        key = "compiled" if recipe.get("compile", False) and "compiled" in r else precision
+        label = f"{precision}{', compiled' if key == 'compiled' else ''}"
+        compiled = (f"{r['compiled']:.1f} (compile {r['compile s']:.0f} s) | {r['compiled'] / hf:.2f}x"
+                    if "compiled" in r else "not timed |")
         bf16 = (f"{r['bfloat16']:.1f} | {r['bfloat16'] / hf:.2f}x | {r['HF bf16']:.1f}" if "bfloat16" in r
                 else "n/a | | n/a (no native bf16)")
         print(f"| {name}, batch {c['batch']} | {hf:.1f} | {r['HF eager']:.1f} | {r['float32']:.1f} "
-              f"| {r['float32'] / hf:.2f}x | {bf16} | {recipe}: {r[recipe] / hf:.2f}x |", flush=True)
+              f"| {r['float32'] / hf:.2f}x | {compiled} | {bf16} | {label}: {r[key] / hf:.2f}x |", flush=True)
 
 
 if __name__ == "__main__":

@@ -516,9 +516,10 @@ def test_ddp_on_cpu_with_gloo_two_processes(tmp_path):
            "-m", "tfnewton.train", "--out", str(out), "--dim", "2", "--n-points", "5", "--n-layers", "1",
            "--width", "8", "--heads", "1", "--batch-size", "8", "--steps", "12", "--eval-prompts", "32",
            "--d-start", "1", "--n-start", "3", "--curriculum-every", "4", "--threads", "1",
-           "--ckpt-every", "5", "--no-progress", "--no-final-eval"]
+           "--ckpt-every", "5", "--no-progress", "--no-final-eval", "--compile"]
     res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
     assert res.returncode == 0, res.stderr[-3000:]
+    assert "under torchrun the step runs eagerly" in res.stderr  # compile is single-process
     _, meta = load_checkpoint(out / "model.pt")
     assert meta["world_size"] == 2 and meta["ranks_in_sync"] is True
     assert meta["command"].startswith("torchrun --nproc_per_node 2 -m tfnewton train")

@@ -22,7 +22,12 @@ that loop sit only the things a real run needs:
   model, optimizer, step, curriculum and the data generator's state — so ``resume=True``
   (``--resume``) after a crash, a kill or a ``stop_after`` ends with exactly the
   parameters of an uninterrupted run (same seed, same device);
-- **DDP** under ``torchrun`` (one generator per rank, gradients averaged), the same code.
+- **DDP** under ``torchrun`` (one generator per rank, gradients averaged), the same code;
+- **speed on a laptop CPU**: the forward skips what no prediction reads
+  (``skip_unused=True``); on one CPU process the parameters live in one flat buffer
+  (:func:`flatten_parameters`), so clipping and AdamW are one call each; and
+  ``compile=True`` (the small GPT-2 recipe's choice) runs the step through
+  ``torch.compile`` once the curriculum reaches the final prompt length.
 
 Outputs in ``out_dir``: ``train_state.pt`` (to resume) and ``model.pt`` (the trained model
 with its metadata, loadable by :func:`tfnewton.models.load_checkpoint`; the shipped
@@ -121,11 +126,12 @@ class TrainConfig:
     compile : bool
         Run the training step's forward and backward through ``torch.compile`` (as nanoGPT
         does). It compiles once, for the final prompt length: the curriculum's shorter
-        prompts run eagerly. On the 2-core CPU the small recipe's step took ~15 % less time
-        after a first compile of ~40 s (``benchmarks/train_step.py``). Where compiling
-        fails (no C++ compiler, say) training goes on eagerly, with a warning. Compiled
-        kernels round differently from eager ones, so a run resumes bit-identically only
-        with the same setting.
+        prompts run eagerly. On the 2-core CPU the small recipe's step took ~20 % less time
+        after a first compile of ~1 minute (``benchmarks/train_step.py``; later runs reuse
+        inductor's on-disk cache). Where compiling fails (no C++ compiler, say) training
+        goes on eagerly, with a warning; under ``torchrun`` it stays eager. Compiled kernels
+        round differently from eager ones, so a run resumes bit-identically only with the
+        same setting.
     """
 
     task: str = "linear_regression"
@@ -475,10 +481,10 @@ def flatten_parameters(model: torch.nn.Module) -> torch.nn.Parameter:
     the matching slice of a second one; autograd then accumulates into those views in
     place. The returned :class:`torch.nn.Parameter` *is* the flat buffer, with the flat
     gradient as its ``.grad``: AdamW over it and the gradient norm of it are one call each
-    instead of one per parameter — the per-parameter Python and dispatch cost that made
-    clipping and the optimizer ~3 ms of a ~45 ms step of the small recipe on a 2-core CPU
-    (79 tensors; ~1 ms once flat, measured). Zero the gradients with ``flat.grad.zero_()``:
-    ``zero_grad(set_to_none=True)`` on the model would drop the views.
+    instead of one per parameter. For the small recipe's 79 tensors on a 2-core CPU, zeroing,
+    clipping and AdamW took 3.5 ms of a ~45 ms step per parameter and 1.4 ms flat
+    (measured). Zero the gradients with ``flat.grad.zero_()``: ``zero_grad(set_to_none=True)``
+    on the model would drop the views.
 
     Parameters
     ----------
@@ -763,7 +769,15 @@ def train(
         return loss
 
     # torch.compile'd step, for the final prompt length only (one compile; see TrainConfig).
-    compiled = torch.compile(train_model, dynamic=False) if config.compile else None
+    # One process only: compiling a DDP-wrapped model is not tested here, so torchrun runs eagerly.
+    compiled = None
+    if config.compile and world > 1:
+        import warnings
+
+        warnings.warn("compile=True applies to single-process runs; under torchrun the step runs eagerly",
+                      RuntimeWarning, stacklevel=2)
+    elif config.compile:
+        compiled = torch.compile(train_model, dynamic=False)
     compile_checked = False
 
     def compiled_forward_backward(X, y):
