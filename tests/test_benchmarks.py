@@ -59,3 +59,19 @@ def test_attention_backends_benchmark_agrees_with_sdpa(one_thread):
     for out, grad in others:
         torch.testing.assert_close(out, ref_out, rtol=0, atol=1e-5)
         torch.testing.assert_close(grad, ref_grad, rtol=0, atol=1e-5)
+
+
+def test_time_to_quality_times_the_training_loops_step(tmp_path, capsys, one_thread):
+    """step_time_ms times tfnewton.train's step (flat parameters, clipping, AdamW) and the
+    --checkpoint report reads a run's history."""
+    from tfnewton.train import TrainConfig, train
+
+    ttq = _load("time_to_quality")
+    cfg = TrainConfig(d=2, n_points=3, n_layers=1, width=8, heads=2, batch_size=4, steps=6, warmup_steps=1,
+                      eval_prompts=16, curriculum=False)
+    assert ttq.step_time_ms(cfg, steps=3) > 0
+    run = train(cfg, tmp_path, progress=False, final_eval=False, eval_every=3, threads=1)
+    ttq.main(["--checkpoint", run["model_path"], "--threads", "1"])
+    out = capsys.readouterr().out
+    assert "threshold at k = 2" in out  # 2d = 4, capped by the 3 points
+    assert "projected CPU minutes" in out or "never reached the threshold" in out

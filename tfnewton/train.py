@@ -784,9 +784,14 @@ def train(
         nonlocal compiled, compile_checked
         if compile_checked:
             return forward_backward(compiled, X, y)
+        bar.write("compiling the training step with torch.compile (about a minute on a 2-core CPU; "
+                  "later runs reuse the on-disk cache) ...")
+        t_compile = time.perf_counter()
         try:  # the first call compiles (forward now, backward at loss.backward())
             loss = forward_backward(compiled, X, y)
             compile_checked = True
+            history["compile_seconds"] = round(time.perf_counter() - t_compile, 1)
+            bar.write(f"compiled in {history['compile_seconds']:.0f} s")
             return loss
         except Exception as err:  # no compiler, an unsupported op...: same step, eagerly
             import warnings
