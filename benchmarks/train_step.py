@@ -3,8 +3,11 @@
 The stack Garg et al. (2022) and Fu et al. (2024) trained with is Hugging Face's
 ``GPT2Model`` between a linear read-in and read-out (Garg et al.'s ``TransformerModel``),
 optimized with ``torch.optim.Adam`` in float32. Ours is
-``tfnewton.models.build_model("gpt2", ...)`` and the step of ``tfnewton.train``: the
-forward pass with ``skip_unused=True``, fused AdamW, gradient clipping. A step is forward,
+``tfnewton.models.build_model("gpt2", ...)`` and the step of ``tfnewton.train`` on one CPU
+process: the forward pass with ``skip_unused=True``, the parameters in one flat buffer
+(``flatten_parameters``), gradient clipping and fused AdamW on it, and, where the recipe
+sets ``compile=True`` (the small one), the step through ``torch.compile`` (the
+``compiled`` column; its compile time is printed, not counted in the median). A step is forward,
 MSE loss, backward and the optimizer update on a fresh batch. The stacks are timed
 *alternately in one process* (ours, theirs, ours, ...) so that a noisy, shared machine
 slows all alike and the ratio holds.
@@ -26,6 +29,7 @@ and the small CPU recipe (d = 5, 11 points, 6 x 64, 4 heads, batch 64).
 
     python benchmarks/train_step.py                 # both configs, a few steps each
     python benchmarks/train_step.py --steps 20 --threads 2
+    python benchmarks/train_step.py --only small --compile all
 
 ``transformers`` is a benchmark-only dependency (benchmarks/requirements.txt).
 """
