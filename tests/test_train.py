@@ -365,12 +365,47 @@ def test_flat_training_matches_per_parameter_training(tmp_path, monkeypatch):
         else:
             for key in a:
                 torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6)
-    # A state saved per parameter does not resume into a flat run (and says why).
-    monkeypatch.setattr(tr, "FLAT_ON_CPU", False)
-    train(tiny(), tmp_path / "layout", stop_after=5, **RUN)
+    # A run saved in one layout resumes in the other (states from before the flat buffer,
+    # a CPU run continued on a GPU): the moments are cut or joined, and AdamW takes the
+    # same steps, so without clipping the result is bit-identical to an uninterrupted run.
+    cfg = tiny(grad_clip=0.0, steps=25)
+    reference = _params(train(cfg, tmp_path / "reference", **RUN)["model_path"])
+    for first, then in ((False, True), (True, False)):
+        out = tmp_path / f"layout{first}"
+        monkeypatch.setattr(tr, "FLAT_ON_CPU", first)
+        train(cfg, out, stop_after=9, **RUN)
+        state = torch.load(out / "train_state.pt", weights_only=True)
+        assert state["optimizer_layout"] == ("flat" if first else "per_parameter")
+        monkeypatch.setattr(tr, "FLAT_ON_CPU", then)
+        _assert_same_params(_params(train(cfg, out, resume=True, **RUN)["model_path"]), reference)
     monkeypatch.setattr(tr, "FLAT_ON_CPU", True)
-    with pytest.raises(ValueError, match="optimizer state is per-parameter but this run's is flat"):
-        train(tiny(), tmp_path / "layout", resume=True, **RUN)
+
+
+def test_convert_optimizer_state_round_trips_and_checks():
+    from tfnewton.train import convert_optimizer_state
+
+    shapes = [(2, 3), (3,), (1,)]
+    per = {"state": {i: {"step": torch.tensor(4.0), "exp_avg": torch.randn(s), "exp_avg_sq": torch.rand(s)}
+                     for i, s in enumerate(shapes)},
+           "param_groups": [{"lr": 1e-3, "params": [0, 1, 2]}]}
+    flat = convert_optimizer_state(per, "per_parameter", "flat", shapes)
+    assert flat["param_groups"][0]["params"] == [0] and flat["state"][0]["exp_avg"].shape == (10,)
+    back = convert_optimizer_state(flat, "flat", "per_parameter", shapes)
+    for i in range(3):
+        for key in ("step", "exp_avg", "exp_avg_sq"):
+            assert torch.equal(back["state"][i][key], per["state"][i][key])
+    assert back["param_groups"] == per["param_groups"]
+    empty = {"state": {}, "param_groups": [{"lr": 1e-3, "params": [0, 1, 2]}]}
+    assert convert_optimizer_state(empty, "per_parameter", "flat", shapes)["state"] == {}
+    with pytest.raises(ValueError, match="saved optimizer has 3 parameters, this model 2"):
+        convert_optimizer_state(per, "per_parameter", "flat", shapes[:2])
+    with pytest.raises(ValueError, match="flat optimizer state has 10 values, this model 9"):
+        convert_optimizer_state(flat, "flat", "per_parameter", [(2, 3), (3,)])
+    per["state"][1]["step"] = torch.tensor(3.0)
+    with pytest.raises(ValueError, match="different numbers of steps"):
+        convert_optimizer_state(per, "per_parameter", "flat", shapes)
+    with pytest.raises(ValueError, match="layout must be 'flat' or 'per_parameter'"):
+        convert_optimizer_state(per, "rows", "flat", shapes)
 
 
 def test_compiled_training_matches_eager_training(tmp_path):

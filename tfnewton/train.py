@@ -523,6 +523,54 @@ def _is_flat(optimizer) -> bool:
     return getattr(optimizer, "_tfnewton_flat", False)
 
 
+def convert_optimizer_state(state: dict, layout: str, to: str, shapes) -> dict:
+    """An AdamW ``state_dict`` saved for one parameter layout, for the other.
+
+    ``"flat"`` is one parameter (:func:`flatten_parameters`), ``"per_parameter"`` one entry
+    per tensor of ``model.parameters()``, whose ``shapes`` (in that order) say how to cut the
+    flat moments. So a run saved on one CPU process resumes on a GPU or under torchrun and
+    back, and states from before the flat buffer resume into it. The moments are
+    concatenated or sliced, not recomputed: AdamW then takes the same steps.
+    """
+    for name, value in (("layout", layout), ("to", to)):
+        if value not in ("flat", "per_parameter"):
+            raise ValueError(f"{name} must be 'flat' or 'per_parameter', got {value!r}")
+    if layout == to:
+        return state
+    groups = state["param_groups"]
+    if len(groups) != 1:
+        raise ValueError(f"expected an optimizer state with one parameter group, got {len(groups)}")
+    shapes = [torch.Size(s) for s in shapes]
+    saved = state["state"]
+    if to == "flat":
+        if len(groups[0]["params"]) != len(shapes):
+            raise ValueError(f"the saved optimizer has {len(groups[0]['params'])} parameters, this model {len(shapes)}")
+        new_state = {}
+        if saved:  # empty before the first step
+            entries = [saved[i] for i in groups[0]["params"]]
+            steps = {float(e["step"]) for e in entries if "step" in e}
+            if len(steps) > 1:
+                raise ValueError(f"the saved parameters took different numbers of steps ({sorted(steps)}); "
+                                 "one flat AdamW state cannot hold them")
+            new_state[0] = {key: torch.cat([e[key].reshape(-1) for e in entries]) if entries[0][key].ndim else entries[0][key]
+                            for key in entries[0]}
+        return {"state": new_state, "param_groups": [{**groups[0], "params": [0]}]}
+    sizes = [s.numel() for s in shapes]
+    new_state = {}
+    if saved:
+        entry = saved[groups[0]["params"][0]]
+        for key, value in entry.items():
+            if value.ndim and value.numel() != sum(sizes):
+                raise ValueError(f"the saved flat optimizer state has {value.numel()} values, this model {sum(sizes)}")
+        offsets = [0]
+        for n in sizes:
+            offsets.append(offsets[-1] + n)
+        for i, shape in enumerate(shapes):
+            new_state[i] = {key: value[offsets[i]:offsets[i + 1]].reshape(shape).clone() if value.ndim else value.clone()
+                            for key, value in entry.items()}
+    return {"state": new_state, "param_groups": [{**groups[0], "params": list(range(len(shapes)))}]}
+
+
 def _save_state(path, *, config, model, optimizer, step, generator_states, history, running, elapsed):
     from .models.pretrained import atomic_save
 
@@ -542,7 +590,7 @@ def _save_state(path, *, config, model, optimizer, step, generator_states, histo
     }, path)
 
 
-def _load_state(path: Path, config: TrainConfig, world: int, expected_layout: str = "per_parameter") -> dict:
+def _load_state(path: Path, config: TrainConfig, world: int) -> dict:
     from .models.pretrained import PretrainedError
 
     try:
@@ -558,13 +606,6 @@ def _load_state(path: Path, config: TrainConfig, world: int, expected_layout: st
              if saved.get(k, defaults[k]) != v]
     if diffs:
         raise ValueError("cannot resume: the recipe differs from the interrupted run's (" + "; ".join(diffs) + ")")
-    layout = state.get("optimizer_layout", "per_parameter")  # older states: per parameter
-    if layout != expected_layout:
-        raise ValueError(
-            f"cannot resume: the run's optimizer state is {layout.replace('_', '-')} but this run's is "
-            f"{expected_layout.replace('_', '-')} (flat on one CPU process, per parameter on a GPU or "
-            "under torchrun): resume on the device and process count the run started with"
-        )
     if len(state["generators"]) != world:
         raise ValueError(
             f"cannot resume: the run was saved with {len(state['generators'])} process(es), now {world}"
@@ -728,9 +769,11 @@ def train(
     history = {"step": [], "loss": [], "lr": [], "eval_step": [], "eval_error": [], "eval_seconds": []}
 
     if resume and state_path.is_file():
-        state = _load_state(state_path, config, world, "flat" if flat is not None else "per_parameter")
+        state = _load_state(state_path, config, world)
         model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
+        optimizer.load_state_dict(convert_optimizer_state(
+            state["optimizer"], state.get("optimizer_layout", "per_parameter"),  # older states: per parameter
+            "flat" if flat is not None else "per_parameter", [p.shape for p in model.parameters()]))
         generator.set_state(state["generators"][rank])
         step, elapsed, history = state["step"], state["elapsed_seconds"], state["history"]
         saved_running = state["running_loss"]
