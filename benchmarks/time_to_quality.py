@@ -24,15 +24,14 @@ for a recipe that compiles).
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
 import time
 
 import torch
 
 from tfnewton.models import load_checkpoint, load_pretrained
-from tfnewton.train import (RECIPES, TrainConfig, autocast_context, curriculum_at, flatten_parameters, loss_fn,
-                            resolve_precision, sample_batch, train)
+from tfnewton.train import RECIPES, TrainConfig, TrainStep, curriculum_at, resolve_precision, sample_batch, train
+from tfnewton.train import step_time_ms as train_step_time_ms
 
 
 def first_below(history: dict, threshold: float):
@@ -43,34 +42,19 @@ def first_below(history: dict, threshold: float):
 
 
 def step_time_ms(config: TrainConfig, steps: int = 40) -> float:
-    """Median ms of one full training step of ``config`` at the final prompt length, as
-    :func:`tfnewton.train.train` takes it on one CPU process: sampling, the forward with
-    ``skip_unused=True`` (through ``torch.compile`` if ``config.compile``; the compiling
-    calls are not timed), backward, clipping on the flat gradient, AdamW."""
+    """Median ms of one training step of ``config`` at the final prompt length, as
+    :func:`tfnewton.train.train` takes it on one CPU process (:class:`tfnewton.train.TrainStep`;
+    through ``torch.compile`` if ``config.compile``, its compiling calls untimed)."""
     from tfnewton.models import build_model
 
     model = build_model(config.kind, config.d, n_layers=config.n_layers, width=config.width, heads=config.heads,
                         layernorm=config.layernorm, n_points=config.n_points, seed=0)
-    flat = flatten_parameters(model)
-    opt = torch.optim.AdamW([flat], lr=config.lr, weight_decay=0.0, fused=True)
-    forward = torch.compile(model, dynamic=False) if config.compile else model
-    g = torch.Generator().manual_seed(0)
-    times = []
-    for i in range(steps + 5):
-        t = time.perf_counter()
-        d_eff, n_eff = curriculum_at(10**9, config)  # the full-size problem (the slowest step)
-        X, y = sample_batch(config, config.batch_size, n_eff, d_eff, generator=g, device="cpu")
-        with autocast_context(config.precision, "cpu"):
-            pred = forward(X, y, skip_unused=True)
-        loss = loss_fn(pred.float(), y, config.task)
-        flat.grad.zero_()
-        loss.backward()
-        norm = torch.linalg.vector_norm(flat.grad)
-        flat.grad.mul_(torch.clamp(config.grad_clip / (norm + 1e-6), max=1.0))
-        opt.step()
-        if i >= 5:
-            times.append(time.perf_counter() - t)
-    return 1000 * statistics.median(times)
+    step = TrainStep(model, config)
+    forward = torch.compile(model, dynamic=False) if config.compile else None
+    d_eff, n_eff = curriculum_at(10**9, config)  # the full-size problem (the slowest step)
+    X, y = sample_batch(config, config.batch_size, n_eff, d_eff, generator=torch.Generator().manual_seed(0),
+                        device="cpu")
+    return train_step_time_ms(step, X, y, repeats=steps, warmup=5, forward=forward)
 
 
 def eval_time_s(config: TrainConfig) -> float:

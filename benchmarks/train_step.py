@@ -45,7 +45,8 @@ import torch.nn as nn
 
 from tfnewton.models import build_model
 from tfnewton.models.gpt2 import interleave
-from tfnewton.train import RECIPES, autocast_context, cpu_has_native_bf16, flatten_parameters, resolve_precision
+from tfnewton.train import (RECIPES, TrainConfig, TrainStep, autocast_context, cpu_has_native_bf16,
+                            resolve_precision)
 
 CONFIGS = {
     "fu (d=20, 41 pts, 12x256, 8 heads)": dict(d=20, n_points=41, n_layers=12, width=256, heads=8, batch=64,
@@ -76,26 +77,17 @@ class GargTransformer(nn.Module):
 
 
 def make_ours(c, precision, compile=False):
-    """tfnewton.train's step: flat parameters (one CPU process), fused AdamW, clipping on the
-    flat gradient, ``skip_unused=True``; ``compile=True`` runs it through ``torch.compile``
-    as ``TrainConfig(compile=True)`` does at the final prompt length."""
+    """tfnewton.train's step (:class:`tfnewton.train.TrainStep`: flat parameters on a CPU,
+    fused AdamW, clipping, ``skip_unused=True``); ``compile=True`` runs its forward and
+    backward through ``torch.compile`` as ``TrainConfig(compile=True)`` does at the final
+    prompt length."""
     model = build_model("gpt2", c["d"], n_layers=c["n_layers"], width=c["width"], heads=c["heads"],
                         n_points=c["n_points"], seed=0)
-    flat = flatten_parameters(model)
-    opt = torch.optim.AdamW([flat], lr=1e-4, weight_decay=0.0, fused=True)
-    forward = torch.compile(model, dynamic=False) if compile else model
-
-    def step(X, y):
-        with autocast_context(precision, "cpu"):
-            pred = forward(X, y, skip_unused=True)
-        loss = (pred.float() - y).pow(2).mean()
-        flat.grad.zero_()
-        loss.backward()
-        norm = torch.linalg.vector_norm(flat.grad)
-        flat.grad.mul_(torch.clamp(1.0 / (norm + 1e-6), max=1.0))  # clip to norm 1
-        opt.step()
-
-    return step
+    config = TrainConfig(d=c["d"], n_points=c["n_points"], n_layers=c["n_layers"], width=c["width"],
+                         heads=c["heads"], lr=1e-4, precision=precision, grad_clip=1.0)
+    step = TrainStep(model, config)
+    forward = torch.compile(model, dynamic=False) if compile else None
+    return lambda X, y: step(X, y, forward)
 
 
 def make_theirs(c, attn_implementation="sdpa", precision="float32"):

@@ -62,8 +62,9 @@ def test_attention_backends_benchmark_agrees_with_sdpa(one_thread):
 
 
 def test_time_to_quality_times_the_training_loops_step(tmp_path, capsys, one_thread):
-    """step_time_ms times tfnewton.train's step (flat parameters, clipping, AdamW) and the
-    --checkpoint report reads a run's history."""
+    """step_time_ms times tfnewton.train's step, and the --checkpoint report finds the first
+    evaluation below the threshold in a run's history and projects from it."""
+    from tfnewton.models.pretrained import atomic_save
     from tfnewton.train import TrainConfig, train
 
     ttq = _load("time_to_quality")
@@ -73,5 +74,13 @@ def test_time_to_quality_times_the_training_loops_step(tmp_path, capsys, one_thr
     run = train(cfg, tmp_path, progress=False, final_eval=False, eval_every=3, threads=1)
     ttq.main(["--checkpoint", run["model_path"], "--threads", "1"])
     out = capsys.readouterr().out
-    assert "threshold at k = 2" in out  # 2d = 4, capped by the 3 points
-    assert "projected CPU minutes" in out or "never reached the threshold" in out
+    assert "threshold at k = 2" in out and "never reached the threshold" in out  # 2d = 4, capped by 3 points
+    # The same run, its second evaluation (step 6) rewritten below the threshold:
+    payload = torch.load(run["model_path"], weights_only=True)
+    history = payload["metadata"]["history"]
+    assert history["eval_step"] == [3, 6]
+    history["eval_error"] = [0.5, 0.005]
+    atomic_save(payload, run["model_path"])
+    ttq.main(["--checkpoint", run["model_path"], "--threads", "1"])
+    row = capsys.readouterr().out.strip().splitlines()[-1]
+    assert row.startswith("| 6 | 0.0050 |"), row

@@ -571,6 +571,120 @@ def convert_optimizer_state(state: dict, layout: str, to: str, shapes) -> dict:
     return {"state": new_state, "param_groups": [{**groups[0], "params": list(range(len(shapes)))}]}
 
 
+class TrainStep:
+    """One optimizer step of :func:`train`, for the loop, the benchmarks and the book.
+
+    ``step(X, y)`` runs the forward pass (``skip_unused=True`` by default, under the
+    autocast of ``config.precision``), the loss in float32, the backward pass, gradient
+    clipping at ``config.grad_clip`` and AdamW, and returns the loss. A step whose gradient
+    norm is not finite is skipped (``step.skipped`` counts them). On one CPU process
+    (``flat=None``: decide by the device) the parameters live in one flat buffer
+    (:func:`flatten_parameters`), so zeroing, clipping and AdamW are one call each.
+
+    Parameters
+    ----------
+    model : InContextRegressor
+        Trained in place.
+    config : TrainConfig
+        ``lr``, ``beta1``, ``beta2``, ``weight_decay``, ``grad_clip``, ``precision`` and
+        ``task`` are read from it.
+    device : str or torch.device, optional
+        Where ``model`` lives (CPU by default).
+    flat : bool, optional
+        Force the flat buffer on or off; by default on for a CPU.
+    skip_unused : bool
+        The forward's ``skip_unused`` (``False`` only to time the plain forward).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from tfnewton.models import build_model
+    >>> from tfnewton.train import TrainConfig, TrainStep
+    >>> cfg = TrainConfig(d=3, n_points=5, n_layers=1, width=8, heads=2)
+    >>> step = TrainStep(build_model("gpt2", 3, n_layers=1, width=8, heads=2, n_points=5, seed=0), cfg)
+    >>> loss = step(torch.randn(4, 5, 3), torch.randn(4, 5))
+    >>> loss.shape, step.skipped
+    (torch.Size([]), 0)
+    """
+
+    def __init__(self, model, config: TrainConfig, *, device=None, flat: bool | None = None,
+                 skip_unused: bool = True):
+        if not isinstance(config, TrainConfig):
+            raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
+        device = check_device(device)
+        self.model, self.config, self.skip_unused = model, config, skip_unused
+        use_flat = device.type == "cpu" if flat is None else flat
+        self.flat = flatten_parameters(model) if use_flat else None
+        self.optimizer = torch.optim.AdamW([self.flat] if self.flat is not None else model.parameters(),
+                                           lr=config.lr, betas=(config.beta1, config.beta2),
+                                           weight_decay=config.weight_decay, fused=True)
+        self.optimizer._tfnewton_flat = self.flat is not None
+        self.autocast = autocast_context(config.precision, device)
+        self.skipped = 0
+
+    @property
+    def layout(self) -> str:
+        """``"flat"`` or ``"per_parameter"``: how the optimizer holds the parameters."""
+        return "flat" if self.flat is not None else "per_parameter"
+
+    def forward_backward(self, X: torch.Tensor, y: torch.Tensor, forward=None) -> torch.Tensor:
+        """Forward, loss and backward (gradients zeroed first); ``forward`` defaults to the
+        model (the loop passes its DDP wrapper or its compiled model). Returns the loss."""
+        forward = self.model if forward is None else forward
+        with self.autocast:
+            pred = forward(X, y, skip_unused=self.skip_unused)
+        loss = loss_fn(pred.float(), y, self.config.task)  # float32 whatever the forward's precision
+        if self.flat is not None:
+            self.flat.grad.zero_()
+        else:
+            self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        return loss
+
+    def clip_and_update(self) -> bool:
+        """Clip the gradient norm and take the AdamW step; ``False`` (and no update) where the
+        norm is not finite."""
+        max_norm = self.config.grad_clip if self.config.grad_clip > 0 else float("inf")
+        if self.flat is not None:  # clip_grad_norm_'s arithmetic, on the one flat gradient
+            grad_norm = torch.linalg.vector_norm(self.flat.grad)
+            if max_norm < float("inf"):
+                self.flat.grad.mul_(torch.clamp(max_norm / (grad_norm + 1e-6), max=1.0))
+        else:
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
+        # A rare prompt can overflow a model without LayerNorm (its output is a polynomial
+        # of high degree in the input); skip that update instead of poisoning the weights.
+        if not bool(torch.isfinite(grad_norm)):
+            self.skipped += 1
+            return False
+        self.optimizer.step()
+        return True
+
+    def __call__(self, X: torch.Tensor, y: torch.Tensor, forward=None) -> torch.Tensor:
+        loss = self.forward_backward(X, y, forward)
+        self.clip_and_update()
+        return loss
+
+
+def step_time_ms(step: TrainStep, X: torch.Tensor, y: torch.Tensor, *, repeats: int = 15, warmup: int = 3,
+                 forward=None) -> float:
+    """Median milliseconds of ``step(X, y)`` over ``repeats`` calls after ``warmup`` untimed
+    ones (a GPU is synchronised around each call). The step trains the model: time a copy."""
+    check_int(repeats, "repeats", minimum=1)
+    check_int(warmup, "warmup", minimum=0)
+    sync = torch.cuda.synchronize if X.device.type == "cuda" else (lambda: None)
+    times = []
+    for i in range(warmup + repeats):
+        sync()
+        t = time.perf_counter()
+        step(X, y, forward)
+        sync()
+        if i >= warmup:
+            times.append(time.perf_counter() - t)
+    times.sort()
+    mid = len(times) // 2
+    return 1000 * (times[mid] if len(times) % 2 else 0.5 * (times[mid - 1] + times[mid]))
+
+
 def _save_state(path, *, config, model, optimizer, step, generator_states, history, running, elapsed):
     from .models.pretrained import atomic_save
 
@@ -759,10 +873,8 @@ def train(
                         mlp=config.mlp if config.kind == "linear" else None, device=device, seed=config.seed)
     # On one CPU process the parameters live in one flat buffer (see flatten_parameters):
     # clipping and AdamW are then one call each. GPUs and DDP keep per-parameter tensors.
-    flat = flatten_parameters(model) if FLAT_ON_CPU and world == 1 and device.type == "cpu" else None
-    optimizer = torch.optim.AdamW([flat] if flat is not None else model.parameters(), lr=config.lr,
-                                  betas=(config.beta1, config.beta2), weight_decay=config.weight_decay, fused=True)
-    optimizer._tfnewton_flat = flat is not None
+    trainer = TrainStep(model, config, device=device, flat=FLAT_ON_CPU and world == 1 and device.type == "cpu")
+    optimizer = trainer.optimizer
     # Training data: one generator per rank, on the training device.
     generator = torch.Generator(device=device).manual_seed(config.seed * 1_000_003 + 7919 * rank + 1)
     step, elapsed = 0, 0.0
@@ -773,7 +885,7 @@ def train(
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(convert_optimizer_state(
             state["optimizer"], state.get("optimizer_layout", "per_parameter"),  # older states: per parameter
-            "flat" if flat is not None else "per_parameter", [p.shape for p in model.parameters()]))
+            trainer.layout, [p.shape for p in model.parameters()]))
         generator.set_state(state["generators"][rank])
         step, elapsed, history = state["step"], state["elapsed_seconds"], state["history"]
         saved_running = state["running_loss"]
@@ -797,20 +909,6 @@ def train(
         err = _prediction_errors(predict(model, eval_X, eval_y), eval_y, config)
         return float(err[k])
 
-    autocast = autocast_context(config.precision, device)
-
-    def forward_backward(forward, X, y):
-        with autocast:
-            # skip_unused: the same predictions without the work none of them reads
-            pred = forward(X, y, skip_unused=True)
-        loss = loss_fn(pred.float(), y, config.task)  # the loss in float32 whatever the forward's
-        if flat is not None:
-            flat.grad.zero_()
-        else:
-            optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        return loss
-
     # torch.compile'd step, for the final prompt length only (one compile; see TrainConfig).
     # One process only: compiling a DDP-wrapped model is not tested here, so torchrun runs eagerly.
     compiled = None
@@ -826,12 +924,12 @@ def train(
     def compiled_forward_backward(X, y):
         nonlocal compiled, compile_checked
         if compile_checked:
-            return forward_backward(compiled, X, y)
+            return trainer.forward_backward(X, y, compiled)
         bar.write("compiling the training step with torch.compile (about a minute on a 2-core CPU; "
                   "later runs reuse the on-disk cache) ...")
         t_compile = time.perf_counter()
         try:  # the first call compiles (forward now, backward at loss.backward())
-            loss = forward_backward(compiled, X, y)
+            loss = trainer.forward_backward(X, y, compiled)
             compile_checked = True
             history["compile_seconds"] = round(time.perf_counter() - t_compile, 1)
             bar.write(f"compiled in {history['compile_seconds']:.0f} s")
@@ -843,7 +941,7 @@ def train(
             warnings.warn(f"torch.compile failed ({type(err).__name__}: {reason}); training eagerly",
                           RuntimeWarning, stacklevel=2)
             compiled = None
-            return forward_backward(train_model, X, y)
+            return trainer.forward_backward(X, y, train_model)
     local_batch = config.batch_size // world
     bar = tqdm(total=config.steps, initial=step, disable=(not progress) or rank != 0,
                mininterval=1.0 if sys.stderr.isatty() else 30.0, dynamic_ncols=True, desc="train")
@@ -871,19 +969,8 @@ def train(
             if compiled is not None and n_eff == config.n_points:
                 loss = compiled_forward_backward(X, y)
             else:
-                loss = forward_backward(train_model, X, y)
-            max_norm = config.grad_clip if config.grad_clip > 0 else float("inf")
-            if flat is not None:  # clip_grad_norm_'s arithmetic, on the one flat gradient
-                grad_norm = torch.linalg.vector_norm(flat.grad)
-                if max_norm < float("inf"):
-                    flat.grad.mul_(torch.clamp(max_norm / (grad_norm + 1e-6), max=1.0))
-            else:
-                grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
-            # A rare prompt can overflow a model without LayerNorm (its output is a polynomial
-            # of high degree in the input); skip that update instead of poisoning the weights.
-            if bool(torch.isfinite(grad_norm)):
-                optimizer.step()
-            else:
+                loss = trainer.forward_backward(X, y, train_model)
+            if not trainer.clip_and_update():  # a non-finite gradient norm: no update
                 history["skipped_steps"] = history.get("skipped_steps", 0) + 1
             step += 1
             running += loss.detach()
