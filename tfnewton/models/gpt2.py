@@ -58,6 +58,10 @@ class GPT2Config:
         Hidden width of the MLP is ``mlp_ratio * width`` (GPT-2: 4).
     ln_eps : float
         LayerNorm epsilon (GPT-2 and Hugging Face: 1e-5).
+    final_layernorm : bool
+        The LayerNorm between the last block and the read-out. ``False`` reads the raw
+        residual stream out, as Fu et al.'s probing runs read out after an earlier block
+        (``use_first_n_layer``; see :func:`~tfnewton.models.garg.from_garg_checkpoint`).
     """
 
     d: int
@@ -68,6 +72,7 @@ class GPT2Config:
     layernorm: bool = True
     mlp_ratio: int = 4
     ln_eps: float = 1e-5
+    final_layernorm: bool = True
 
     def __post_init__(self):
         for name in ("d", "n_points", "n_layers", "width", "heads", "mlp_ratio"):
@@ -192,7 +197,7 @@ class GPT2Regressor(InContextRegressor):
         self.read_in = nn.Linear(config.d, config.width)
         self.wpe = nn.Embedding(2 * config.n_points, config.width)
         self.blocks = nn.ModuleList([Block(config) for _ in range(config.n_layers)])
-        self.ln_f = _layernorm(config)
+        self.ln_f = _layernorm(config) if config.final_layernorm else nn.Identity()
         self.read_out = nn.Linear(config.width, 1)
         self.reset_parameters()
 
