@@ -17,6 +17,9 @@ SAMPLERS = {
     "linear_ill": lambda g, **kw: tasks.sample_linear_regression(3, 7, 4, condition_number=50.0, noise_std=0.1, generator=g, **kw),
     "logistic": lambda g, **kw: tasks.sample_logistic_regression(3, 7, 4, generator=g, **kw),
     "sparse": lambda g, **kw: tasks.sample_sparse_recovery(3, 7, 12, sparsity=2, generator=g, **kw),
+    "sparse_garg": lambda g, **kw: tasks.sample_sparse_recovery(
+        3, 7, 12, sparsity=2, noise_std=0.2, scaling="garg", correlation=0.5, support_subset=[0, 3, 5], generator=g, **kw
+    ),
     "spd": lambda g, **kw: tasks.sample_spd(3, 4, 20.0, generator=g, **kw),
     "matrices": lambda g, **kw: tasks.sample_matrices(3, 4, 20.0, generator=g, **kw),
 }
@@ -101,6 +104,73 @@ def test_sparse_recovery_support():
     assert abs(col_norm_sq - 1.0) < 0.05
 
 
+def test_sparse_recovery_default_draws_are_the_documented_recipe():
+    # The book's ISTA/FISTA page relies on these draws: support scores, β, X/√n, noise, in order.
+    g = torch.Generator().manual_seed(11)
+    t = tasks.sample_sparse_recovery(6, 9, 15, sparsity=3, noise_std=0.1, generator=g, dtype=torch.float64)
+    g = torch.Generator().manual_seed(11)
+    scores = torch.rand((6, 15), generator=g, dtype=torch.float64)
+    support = torch.zeros((6, 15), dtype=torch.bool).scatter_(1, scores.argsort(-1)[:, :3], True)
+    beta = torch.randn((6, 15), generator=g, dtype=torch.float64) * support
+    X = torch.randn((6, 9, 15), generator=g, dtype=torch.float64) / 9**0.5
+    y = (X @ beta.unsqueeze(-1)).squeeze(-1) + 0.1 * torch.randn((6, 9), generator=g, dtype=torch.float64)
+    assert torch.equal(t.support, support) and torch.equal(t.w, beta)
+    assert torch.equal(t.X, X) and torch.equal(t.y, y)
+
+
+def test_sparse_recovery_garg_scaling():
+    g = torch.Generator().manual_seed(4)
+    t = tasks.sample_sparse_recovery(2000, 10, 20, sparsity=3, noise_std=0.2, scaling="garg", generator=g, dtype=torch.float64)
+    assert abs(t.X.var().item() - 1.0) < 0.02  # x ~ N(0, I_d), not N(0, I/n)
+    assert abs(t.w[t.support].var().item() - 1.0) < 0.05
+    residual = t.y - (t.X @ t.w.unsqueeze(-1)).squeeze(-1)
+    assert abs(residual.std().item() - 0.2) < 0.005
+    assert t.scaling == "garg" and t.correlation == 0.0
+
+
+@pytest.mark.parametrize("scaling, scale", [("garg", 1.0), ("unit_columns", 1 / 12)])
+def test_sparse_recovery_correlated_columns_have_the_toeplitz_covariance(scaling, scale):
+    g = torch.Generator().manual_seed(5)
+    t = tasks.sample_sparse_recovery(3000, 12, 6, sparsity=2, correlation=0.5, scaling=scaling, generator=g, dtype=torch.float64)
+    cov = torch.einsum("bni,bnj->ij", t.X, t.X) / (3000 * 12)
+    expected = scale * tasks.toeplitz_covariance(6, 0.5)
+    assert torch.allclose(cov, expected, atol=0.03 * scale)
+    assert abs(cov[0, 1].item() / cov[0, 0].item() - 0.5) < 0.03
+    assert abs(cov[0, 2].item() / cov[0, 0].item() - 0.25) < 0.03
+
+
+def test_toeplitz_covariance():
+    S = tasks.toeplitz_covariance(4, 0.3)
+    assert S[0, 3].item() == pytest.approx(0.3**3) and S[2, 1].item() == pytest.approx(0.3)
+    assert torch.equal(S.diagonal(), torch.ones(4, dtype=torch.float64))
+    assert torch.equal(tasks.toeplitz_covariance(3, 0.0), torch.eye(3, dtype=torch.float64))
+
+
+def test_sparse_recovery_support_subset():
+    g = torch.Generator().manual_seed(6)
+    subset = [1, 4, 7, 9]
+    t = tasks.sample_sparse_recovery(400, 8, 12, sparsity=2, support_subset=subset, generator=g, dtype=torch.float64)
+    used = t.support.any(0).nonzero().flatten().tolist()
+    assert used == subset  # every coordinate of the subset is used, none outside it
+    assert (t.support.sum(-1) == 2).all() and ((t.w != 0) == t.support).all()
+    assert t.support_subset == tuple(subset)
+    exact = tasks.sample_sparse_recovery(5, 8, 12, sparsity=3, support_subset=torch.tensor([2, 0, 5]), generator=g)
+    assert exact.support.nonzero()[:, 1].reshape(5, 3).sort(-1).values.tolist() == [[0, 2, 5]] * 5
+
+
+def test_sparse_recovery_fixed_measurement_matrix():
+    g = torch.Generator().manual_seed(7)
+    A = tasks.sample_sparse_recovery(1, 6, 10, scaling="garg", generator=g, dtype=torch.float64).X[0]
+    t = tasks.sample_sparse_recovery(5, 7, 10, sparsity=2, noise_std=0.1, scaling="garg",
+                                     measurement_matrix=A, generator=g, dtype=torch.float64)
+    assert all(torch.equal(t.X[b, :6], A) for b in range(5)) and t.fixed_rows == 6
+    assert not torch.equal(t.X[0, 6], t.X[1, 6])  # the query rows are drawn per prompt
+    residual = t.y - (t.X @ t.w.unsqueeze(-1)).squeeze(-1)
+    assert 0 < residual.abs().max().item() < 1.0
+    all_fixed = tasks.sample_sparse_recovery(3, 6, 10, measurement_matrix=A, generator=g)
+    assert torch.equal(all_fixed.X[2], A.float()) and torch.equal(all_fixed.X[0], all_fixed.X[1])
+
+
 def test_task_helpers():
     t = tasks.sample_linear_regression(5, 9, 2, generator=torch.Generator().manual_seed(0))
     Xc, yc, xq, yq = t.context_and_query(4)
@@ -133,6 +203,21 @@ def test_cuda_sampler_repeats():
         (lambda: tasks.sample_linear_regression(2, 5, 3, dtype=torch.int64), TypeError, ["dtype", "int64"]),
         (lambda: tasks.sample_linear_regression(2, 5, 3, generator=42), TypeError, ["generator", "torch.Generator"]),
         (lambda: tasks.sample_sparse_recovery(2, 5, 3, sparsity=4), ValueError, ["sparsity", "<= d = 3"]),
+        (lambda: tasks.sample_sparse_recovery(2, 5, 3, sparsity=1, scaling="rows"), ValueError, ["scaling", "garg", "'rows'"]),
+        (lambda: tasks.sample_sparse_recovery(2, 5, 3, sparsity=1, correlation=1.0), ValueError, ["correlation", "[0, 1)", "1.0"]),
+        (lambda: tasks.sample_sparse_recovery(2, 5, 3, sparsity=1, correlation=-0.2), ValueError, ["correlation", ">= 0"]),
+        (lambda: tasks.sample_sparse_recovery(2, 5, 3, sparsity=1, correlation=float("nan")), ValueError, ["correlation", "finite"]),
+        (lambda: tasks.sample_sparse_recovery(2, 5, 3, sparsity=1, noise_std=float("nan")), ValueError, ["noise_std", "finite"]),
+        (lambda: tasks.sample_sparse_recovery(2, 5, 4, sparsity=2, support_subset=[1]), ValueError, ["support_subset", "at least sparsity = 2"]),
+        (lambda: tasks.sample_sparse_recovery(2, 5, 4, sparsity=1, support_subset=[1, 4]), ValueError, ["support_subset", "[0, 4)", "4"]),
+        (lambda: tasks.sample_sparse_recovery(2, 5, 4, sparsity=1, support_subset=[1, 1]), ValueError, ["support_subset", "repeat"]),
+        (lambda: tasks.sample_sparse_recovery(2, 5, 4, sparsity=1, support_subset=[1.0]), TypeError, ["support_subset", "int"]),
+        (lambda: tasks.sample_sparse_recovery(2, 5, 4, sparsity=1, support_subset=3), TypeError, ["support_subset", "sequence"]),
+        (lambda: tasks.sample_sparse_recovery(2, 5, 4, measurement_matrix=torch.zeros(5, 3)), ValueError, ["measurement_matrix", "(m, d)", "(5, 3)"]),
+        (lambda: tasks.sample_sparse_recovery(2, 5, 4, measurement_matrix=torch.zeros(6, 4)), ValueError, ["measurement_matrix", "m <= n = 5"]),
+        (lambda: tasks.sample_sparse_recovery(2, 5, 4, measurement_matrix=torch.zeros(2, 5, 4)), ValueError, ["measurement_matrix", "2 dimensions"]),
+        (lambda: tasks.sample_sparse_recovery(2, 5, 4, measurement_matrix=torch.full((5, 4), float("nan"))), ValueError, ["measurement_matrix", "NaN"]),
+        (lambda: tasks.toeplitz_covariance(3, 1.5), ValueError, ["correlation", "[0, 1)"]),
         (lambda: tasks.sample_spd(2, 3, 0.9), ValueError, ["condition_number", ">= 1"]),
         (lambda: tasks.sample_logistic_regression(2, 5, 3, weight_scale=0.0), ValueError, ["weight_scale", "> 0"]),
     ],

@@ -26,6 +26,7 @@ __all__ = [
     "sample_linear_regression",
     "sample_logistic_regression",
     "sample_sparse_recovery",
+    "toeplitz_covariance",
     "sample_spd",
     "sample_matrices",
     "random_orthogonal",
@@ -142,17 +143,28 @@ class LogisticRegressionTask(_Task):
 
 @dataclass
 class SparseRecoveryTask(_Task):
-    """A batch of sparse-recovery prompts ``y = Xβ + noise`` with ``k``-sparse ``β``.
+    """A batch of sparse-recovery prompts ``y = Xβ + noise`` with ``s``-sparse ``β``.
 
     Attributes
     ----------
     X : Tensor of shape (B, n, d)
-        Gaussian measurement matrices with entries ``N(0, 1/n)`` (columns of norm ≈ 1).
+        Gaussian measurement matrices: entries ``N(0, 1/n)`` (columns of norm ≈ 1) with
+        ``scaling="unit_columns"``, rows ``x_i ~ N(0, Σ)`` with ``scaling="garg"``.
     y : Tensor of shape (B, n)
     w : Tensor of shape (B, d)
         The sparse vector ``β``.
     support : Tensor of shape (B, d), bool
         Where ``β`` is non-zero.
+    sparsity : int
+    noise_std : float
+    scaling : str
+        ``"unit_columns"`` or ``"garg"`` (see :func:`sample_sparse_recovery`).
+    correlation : float
+        ``ρ`` of the columns' Toeplitz covariance ``Σ_ij = ρ^|i−j|`` (0: independent).
+    support_subset : tuple of int or None
+        The coordinates every support was drawn from (``None``: all ``d``).
+    fixed_rows : int
+        How many leading rows of ``X`` are the same given matrix in every prompt (0: none).
     """
 
     X: torch.Tensor
@@ -161,6 +173,10 @@ class SparseRecoveryTask(_Task):
     support: torch.Tensor
     sparsity: int = 1
     noise_std: float = 0.0
+    scaling: str = "unit_columns"
+    correlation: float = 0.0
+    support_subset: tuple | None = None
+    fixed_rows: int = 0
 
 
 # --------------------------------------------------------------------------- building blocks
@@ -342,6 +358,85 @@ def sample_logistic_regression(
     return LogisticRegressionTask(X=X.to(dtype), y=y.to(dtype), w=w.to(dtype), condition_number=kappa)
 
 
+SPARSE_SCALINGS = ("unit_columns", "garg")
+
+
+def toeplitz_covariance(d: int, correlation: float, *, dtype=torch.float64, device=None) -> torch.Tensor:
+    """The covariance ``Σ_ij = ρ^|i−j|`` of inputs with correlated neighbouring coordinates.
+
+    Parameters
+    ----------
+    d : int
+    correlation : float
+        ``ρ`` in ``[0, 1)``; ``0`` gives the identity.
+
+    Returns
+    -------
+    Tensor of shape (d, d)
+        Symmetric positive definite with unit diagonal.
+
+    Examples
+    --------
+    >>> toeplitz_covariance(3, 0.5)
+    tensor([[1.0000, 0.5000, 0.2500],
+            [0.5000, 1.0000, 0.5000],
+            [0.2500, 0.5000, 1.0000]], dtype=torch.float64)
+    """
+    d = v.check_int(d, "d", minimum=1)
+    rho = _check_correlation(correlation)
+    device = v.check_device(device)
+    idx = torch.arange(d, device=device)
+    distance = (idx.unsqueeze(0) - idx.unsqueeze(1)).abs().to(torch.float64)
+    return torch.pow(torch.tensor(rho, dtype=torch.float64, device=device), distance).to(dtype)
+
+
+def _check_correlation(correlation) -> float:
+    rho = v.check_positive(correlation, "correlation", allow_zero=True)
+    if rho >= 1:
+        raise ValueError(f"correlation must be in [0, 1) (ρ of Σ_ij = ρ^|i−j|), got {rho}")
+    return rho
+
+
+def _check_support_subset(support_subset, d: int, sparsity: int) -> tuple[int, ...] | None:
+    """``None``, or distinct coordinates in ``[0, d)``, at least ``sparsity`` of them."""
+    if support_subset is None:
+        return None
+    if isinstance(support_subset, torch.Tensor):
+        if support_subset.ndim != 1 or support_subset.is_floating_point() or support_subset.dtype == torch.bool:
+            raise TypeError(
+                "support_subset must be a sequence of int coordinates (or a 1-D integer tensor), "
+                f"got a tensor of dtype {support_subset.dtype} and shape {tuple(support_subset.shape)}"
+            )
+        support_subset = support_subset.tolist()
+    if isinstance(support_subset, (str, bytes)) or not hasattr(support_subset, "__iter__"):
+        raise TypeError(f"support_subset must be a sequence of int coordinates, got {type(support_subset).__name__}")
+    coords = tuple(v.check_int(c, "support_subset entries") for c in support_subset)
+    bad = [c for c in coords if c >= d]
+    if bad:
+        raise ValueError(f"support_subset entries must be coordinates in [0, d) = [0, {d}), got {bad[0]}")
+    if len(set(coords)) != len(coords):
+        raise ValueError(f"support_subset must not repeat a coordinate, got {list(coords)}")
+    if len(coords) < sparsity:
+        raise ValueError(
+            f"support_subset must hold at least sparsity = {sparsity} coordinates, got {len(coords)}"
+        )
+    return coords
+
+
+def _check_measurement_matrix(matrix, n: int, d: int, device) -> torch.Tensor | None:
+    """``None``, or a finite (m, d) tensor with ``1 <= m <= n``, as float64 on ``device``."""
+    if matrix is None:
+        return None
+    v.check_tensor(matrix, "measurement_matrix", ndim=2)
+    m, d_matrix = matrix.shape
+    if d_matrix != d or not 1 <= m <= n:
+        raise ValueError(
+            f"measurement_matrix must have shape (m, d) with 1 <= m <= n = {n} and d = {d}, "
+            f"got {tuple(matrix.shape)}"
+        )
+    return matrix.to(device=device, dtype=torch.float64)
+
+
 def sample_sparse_recovery(
     batch: int,
     n: int,
@@ -349,23 +444,48 @@ def sample_sparse_recovery(
     *,
     sparsity: int = 3,
     noise_std: float = 0.0,
+    scaling: str = "unit_columns",
+    correlation: float = 0.0,
+    support_subset=None,
+    measurement_matrix: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
     device=None,
     dtype: torch.dtype = torch.float32,
 ) -> SparseRecoveryTask:
     """Sparse-recovery (compressed sensing) prompts as in Liu et al. (2024).
 
-    ``β`` has ``sparsity`` non-zero coordinates at a uniformly random support with
-    ``N(0, 1)`` values; the measurement matrix has i.i.d. ``N(0, 1/n)`` entries;
-    ``y = Xβ + noise_std·ε``.
+    ``β`` has ``sparsity`` non-zero coordinates at a uniformly random support (drawn from
+    ``support_subset`` when one is given) with ``N(0, 1)`` values, and
+    ``y = Xβ + noise_std·ε``. The rows of ``X`` are ``x_i ~ N(0, Σ)`` with the Toeplitz
+    covariance ``Σ_ij = ρ^|i−j|`` (:func:`toeplitz_covariance`; ``Σ = I`` by default), and
+
+    * ``scaling="unit_columns"`` (the default, which the book's ISTA/FISTA page uses) divides
+      them by ``√n``: entries ``N(0, 1/n)``, columns of norm ≈ 1, ``‖Xβ‖ ≈ ‖β‖``;
+    * ``scaling="garg"`` keeps them as drawn: ``x_i ~ N(0, Σ)`` as in Garg et al. (2022) and
+      in Liu et al.'s setting (``y_i = x_iᵀβ + ε_i``), so ``noise_std`` is compared with a
+      label of variance ``‖β‖²`` rather than ``‖β‖²/n``.
+
+    With the default arguments the draws are exactly those of earlier versions.
 
     Parameters
     ----------
     batch, n, d : int
-        ``n`` measurements of a ``d``-dimensional signal (typically ``n < d``).
+        ``n`` measurements of a ``d``-dimensional signal.
     sparsity : int, optional
-        Number of non-zeros, ``1 <= sparsity <= d``.
+        Number of non-zeros ``s``, ``1 <= s <= d``.
     noise_std : float, optional
+        ``>= 0``.
+    scaling : {"unit_columns", "garg"}, optional
+    correlation : float, optional
+        ``ρ`` in ``[0, 1)``: neighbouring columns of ``X`` have correlation ``ρ``.
+    support_subset : sequence of int, optional
+        Distinct coordinates in ``[0, d)``, at least ``sparsity`` of them: every support lies
+        inside this set (tasks with structure a learner can exploit).
+    measurement_matrix : Tensor of shape (m, d), optional
+        ``1 <= m <= n``: the first ``m`` rows of every prompt's ``X`` are this matrix (used as
+        given: ``scaling`` and ``correlation`` do not touch it), the same for every prompt
+        (fixed-matrix LISTA trains on such prompts); the remaining ``n − m`` rows are drawn as
+        usual, e.g. one fresh query point per prompt with ``m = n − 1``.
     generator, device, dtype
         As in :func:`sample_linear_regression`.
 
@@ -373,23 +493,50 @@ def sample_sparse_recovery(
     -------
     SparseRecoveryTask
         ``X (B, n, d)``, ``y (B, n)``, ``w (B, d)`` (= ``β``), ``support (B, d)``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from tfnewton.tasks import sample_sparse_recovery
+    >>> g = torch.Generator().manual_seed(0)
+    >>> task = sample_sparse_recovery(4, 10, 20, sparsity=3, noise_std=0.2, scaling="garg", generator=g)
+    >>> task.X.shape, task.support.sum(-1).tolist()
+    (torch.Size([4, 10, 20]), [3, 3, 3, 3])
     """
     batch, d, device, dtype = _setup(batch, d, generator, device, dtype, n=n)
     sparsity = v.check_int(sparsity, "sparsity", minimum=1)
     if sparsity > d:
         raise ValueError(f"sparsity must be <= d = {d}, got {sparsity}")
     noise_std = v.check_positive(noise_std, "noise_std", allow_zero=True)
+    if scaling not in SPARSE_SCALINGS:
+        raise ValueError(f"scaling must be one of {SPARSE_SCALINGS}, got {scaling!r}")
+    rho = _check_correlation(correlation)
+    subset = _check_support_subset(support_subset, d, sparsity)
+    fixed = _check_measurement_matrix(measurement_matrix, n, d, device)
+
     scores = torch.rand((batch, d), generator=generator, device=device, dtype=torch.float64)
+    if subset is not None:  # coordinates outside the subset sort last, so are never picked
+        outside = torch.ones(d, dtype=torch.bool, device=device)
+        outside[list(subset)] = False
+        scores = scores.masked_fill(outside, 2.0)
     support_idx = scores.argsort(dim=-1)[:, :sparsity]
     support = torch.zeros((batch, d), dtype=torch.bool, device=device)
     support.scatter_(1, support_idx, True)
     beta = _randn((batch, d), generator, device) * support
-    X = _randn((batch, n, d), generator, device) / n**0.5
+    X = _randn((batch, n, d), generator, device)
+    if rho > 0:
+        cholesky = torch.linalg.cholesky(toeplitz_covariance(d, rho, device=device))
+        X = X @ cholesky.T  # rows ~ N(0, L Lᵀ = Σ)
+    if scaling == "unit_columns":
+        X = X / n**0.5
+    if fixed is not None:
+        X[:, : fixed.shape[0]] = fixed
     y = (X @ beta.unsqueeze(-1)).squeeze(-1)
     if noise_std > 0:
         y = y + noise_std * _randn((batch, n), generator, device)
     return SparseRecoveryTask(
-        X=X.to(dtype), y=y.to(dtype), w=beta.to(dtype), support=support, sparsity=sparsity, noise_std=noise_std
+        X=X.to(dtype), y=y.to(dtype), w=beta.to(dtype), support=support, sparsity=sparsity, noise_std=noise_std,
+        scaling=scaling, correlation=rho, support_subset=subset, fixed_rows=0 if fixed is None else fixed.shape[0],
     )
 
 
