@@ -61,10 +61,13 @@ import torch.nn.functional as F
 
 from . import __version__
 from ._validate import check_device, check_int, check_positive
+from . import step as step_module
+# Re-exported: the book, the benchmarks and older code import these from tfnewton.train.
+from .step import (PRECISIONS, autocast_context, convert_optimizer_state, cpu_has_native_bf16,  # noqa: F401
+                   flatten_parameters, resolve_precision, step_time_ms)
 
 TASKS = ("linear_regression", "sparse_recovery", "logistic_regression")
 SCHEDULES = ("linear_decay", "cosine", "constant")
-PRECISIONS = ("float32", "bfloat16", "auto")
 
 
 # --------------------------------------------------------------------------- configuration
@@ -474,226 +477,15 @@ FLAT_ON_CPU = True  # one flat parameter buffer on a single CPU process (False: 
 MODEL_FILE = "model.pt"
 
 
-def flatten_parameters(model: torch.nn.Module) -> torch.nn.Parameter:
-    """Put all of ``model``'s parameters in one buffer and their gradients in another.
-
-    Each parameter becomes a view of a slice of one flat tensor, and its ``.grad`` a view of
-    the matching slice of a second one; autograd then accumulates into those views in
-    place. The returned :class:`torch.nn.Parameter` *is* the flat buffer, with the flat
-    gradient as its ``.grad``: AdamW over it and the gradient norm of it are one call each
-    instead of one per parameter. For the small recipe's 79 tensors on a 2-core CPU, zeroing,
-    clipping and AdamW took 3.5 ms of a ~45 ms step per parameter and 1.4 ms flat
-    (measured). Zero the gradients with ``flat.grad.zero_()``: ``zero_grad(set_to_none=True)``
-    on the model would drop the views.
-
-    Parameters
-    ----------
-    model : torch.nn.Module
-        Its parameters must share one dtype and device; their values are kept.
-
-    Returns
-    -------
-    torch.nn.Parameter, shape (P,)
-        ``P`` is the number of parameters of ``model``.
-    """
-    params = list(model.parameters())
-    if not params:
-        raise ValueError("model has no parameters to flatten")
-    kinds = {(p.dtype, p.device) for p in params}
-    if len(kinds) != 1:
-        raise ValueError(f"model's parameters must share one dtype and device to be flattened, got {sorted(map(str, kinds))}")
-    dtype, device = kinds.pop()
-    total = sum(p.numel() for p in params)
-    flat = torch.empty(total, dtype=dtype, device=device)
-    grad = torch.zeros_like(flat)
-    offset = 0
-    with torch.no_grad():
-        for p in params:
-            n = p.numel()
-            flat[offset:offset + n].copy_(p.reshape(-1))
-            p.data = flat[offset:offset + n].view_as(p)
-            p.grad = grad[offset:offset + n].view_as(p)
-            offset += n
-    flat = torch.nn.Parameter(flat)
-    flat.grad = grad
-    return flat
-
-
-def _is_flat(optimizer) -> bool:
-    return getattr(optimizer, "_tfnewton_flat", False)
-
-
-def convert_optimizer_state(state: dict, layout: str, to: str, shapes) -> dict:
-    """An AdamW ``state_dict`` saved for one parameter layout, for the other.
-
-    ``"flat"`` is one parameter (:func:`flatten_parameters`), ``"per_parameter"`` one entry
-    per tensor of ``model.parameters()``, whose ``shapes`` (in that order) say how to cut the
-    flat moments. So a run saved on one CPU process resumes on a GPU or under torchrun and
-    back, and states from before the flat buffer resume into it. The moments are
-    concatenated or sliced, not recomputed: AdamW then takes the same steps.
-    """
-    for name, value in (("layout", layout), ("to", to)):
-        if value not in ("flat", "per_parameter"):
-            raise ValueError(f"{name} must be 'flat' or 'per_parameter', got {value!r}")
-    if layout == to:
-        return state
-    groups = state["param_groups"]
-    if len(groups) != 1:
-        raise ValueError(f"expected an optimizer state with one parameter group, got {len(groups)}")
-    shapes = [torch.Size(s) for s in shapes]
-    saved = state["state"]
-    if to == "flat":
-        if len(groups[0]["params"]) != len(shapes):
-            raise ValueError(f"the saved optimizer has {len(groups[0]['params'])} parameters, this model {len(shapes)}")
-        new_state = {}
-        if saved:  # empty before the first step
-            entries = [saved[i] for i in groups[0]["params"]]
-            steps = {float(e["step"]) for e in entries if "step" in e}
-            if len(steps) > 1:
-                raise ValueError(f"the saved parameters took different numbers of steps ({sorted(steps)}); "
-                                 "one flat AdamW state cannot hold them")
-            new_state[0] = {key: torch.cat([e[key].reshape(-1) for e in entries]) if entries[0][key].ndim else entries[0][key]
-                            for key in entries[0]}
-        return {"state": new_state, "param_groups": [{**groups[0], "params": [0]}]}
-    sizes = [s.numel() for s in shapes]
-    new_state = {}
-    if saved:
-        entry = saved[groups[0]["params"][0]]
-        for key, value in entry.items():
-            if value.ndim and value.numel() != sum(sizes):
-                raise ValueError(f"the saved flat optimizer state has {value.numel()} values, this model {sum(sizes)}")
-        offsets = [0]
-        for n in sizes:
-            offsets.append(offsets[-1] + n)
-        for i, shape in enumerate(shapes):
-            new_state[i] = {key: value[offsets[i]:offsets[i + 1]].reshape(shape).clone() if value.ndim else value.clone()
-                            for key, value in entry.items()}
-    return {"state": new_state, "param_groups": [{**groups[0], "params": list(range(len(shapes)))}]}
-
-
-class TrainStep:
-    """One optimizer step of :func:`train`, for the loop, the benchmarks and the book.
-
-    ``step(X, y)`` runs the forward pass (``skip_unused=True`` by default, under the
-    autocast of ``config.precision``), the loss in float32, the backward pass, gradient
-    clipping at ``config.grad_clip`` and AdamW, and returns the loss. A step whose gradient
-    norm is not finite is skipped (``step.skipped`` counts them). On one CPU process
-    (``flat=None``: decide by the device) the parameters live in one flat buffer
-    (:func:`flatten_parameters`), so zeroing, clipping and AdamW are one call each.
-
-    Parameters
-    ----------
-    model : InContextRegressor
-        Trained in place.
-    config : TrainConfig
-        ``lr``, ``beta1``, ``beta2``, ``weight_decay``, ``grad_clip``, ``precision`` and
-        ``task`` are read from it.
-    device : str or torch.device, optional
-        Where ``model`` lives (CPU by default).
-    flat : bool, optional
-        Force the flat buffer on or off; by default on for a CPU.
-    skip_unused : bool
-        The forward's ``skip_unused`` (``False`` only to time the plain forward).
-
-    Examples
-    --------
-    >>> import torch
-    >>> from tfnewton.models import build_model
-    >>> from tfnewton.train import TrainConfig, TrainStep
-    >>> cfg = TrainConfig(d=3, n_points=5, n_layers=1, width=8, heads=2)
-    >>> step = TrainStep(build_model("gpt2", 3, n_layers=1, width=8, heads=2, n_points=5, seed=0), cfg)
-    >>> loss = step(torch.randn(4, 5, 3), torch.randn(4, 5))
-    >>> loss.shape, step.skipped
-    (torch.Size([]), 0)
-    """
-
-    def __init__(self, model, config: TrainConfig, *, device=None, flat: bool | None = None,
-                 skip_unused: bool = True):
-        if not isinstance(config, TrainConfig):
-            raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
-        device = check_device(device)
-        self.model, self.config, self.skip_unused = model, config, skip_unused
-        use_flat = device.type == "cpu" if flat is None else flat
-        self.flat = flatten_parameters(model) if use_flat else None
-        self.optimizer = torch.optim.AdamW([self.flat] if self.flat is not None else model.parameters(),
-                                           lr=config.lr, betas=(config.beta1, config.beta2),
-                                           weight_decay=config.weight_decay, fused=True)
-        self.optimizer._tfnewton_flat = self.flat is not None
-        self.autocast = autocast_context(config.precision, device)
-        self.skipped = 0
-
-    @property
-    def layout(self) -> str:
-        """``"flat"`` or ``"per_parameter"``: how the optimizer holds the parameters."""
-        return "flat" if self.flat is not None else "per_parameter"
-
-    def forward_backward(self, X: torch.Tensor, y: torch.Tensor, forward=None) -> torch.Tensor:
-        """Forward, loss and backward (gradients zeroed first); ``forward`` defaults to the
-        model (the loop passes its DDP wrapper or its compiled model). Returns the loss."""
-        forward = self.model if forward is None else forward
-        with self.autocast:
-            pred = forward(X, y, skip_unused=self.skip_unused)
-        loss = loss_fn(pred.float(), y, self.config.task)  # float32 whatever the forward's precision
-        if self.flat is not None:
-            self.flat.grad.zero_()
-        else:
-            self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        return loss
-
-    def clip_and_update(self) -> bool:
-        """Clip the gradient norm and take the AdamW step; ``False`` (and no update) where the
-        norm is not finite."""
-        max_norm = self.config.grad_clip if self.config.grad_clip > 0 else float("inf")
-        if self.flat is not None:  # clip_grad_norm_'s arithmetic, on the one flat gradient
-            grad_norm = torch.linalg.vector_norm(self.flat.grad)
-            if max_norm < float("inf"):
-                self.flat.grad.mul_(torch.clamp(max_norm / (grad_norm + 1e-6), max=1.0))
-        else:
-            grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
-        # A rare prompt can overflow a model without LayerNorm (its output is a polynomial
-        # of high degree in the input); skip that update instead of poisoning the weights.
-        if not bool(torch.isfinite(grad_norm)):
-            self.skipped += 1
-            return False
-        self.optimizer.step()
-        return True
-
-    def __call__(self, X: torch.Tensor, y: torch.Tensor, forward=None) -> torch.Tensor:
-        loss = self.forward_backward(X, y, forward)
-        self.clip_and_update()
-        return loss
-
-
-def step_time_ms(step: TrainStep, X: torch.Tensor, y: torch.Tensor, *, repeats: int = 15, warmup: int = 3,
-                 forward=None) -> float:
-    """Median milliseconds of ``step(X, y)`` over ``repeats`` calls after ``warmup`` untimed
-    ones (a GPU is synchronised around each call). The step trains the model: time a copy."""
-    check_int(repeats, "repeats", minimum=1)
-    check_int(warmup, "warmup", minimum=0)
-    sync = torch.cuda.synchronize if X.device.type == "cuda" else (lambda: None)
-    times = []
-    for i in range(warmup + repeats):
-        sync()
-        t = time.perf_counter()
-        step(X, y, forward)
-        sync()
-        if i >= warmup:
-            times.append(time.perf_counter() - t)
-    times.sort()
-    mid = len(times) // 2
-    return 1000 * (times[mid] if len(times) % 2 else 0.5 * (times[mid - 1] + times[mid]))
-
-
-def _save_state(path, *, config, model, optimizer, step, generator_states, history, running, elapsed):
+def _save_state(path, *, config, model, trainer, step, generator_states, history, running, elapsed):
     from .models.pretrained import atomic_save
 
     atomic_save({
         "format": "tfnewton-train-state",
         "config": asdict(config),
         "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "optimizer_layout": "flat" if _is_flat(optimizer) else "per_parameter",
+        "optimizer": trainer.optimizer_state(),
+        "optimizer_layout": trainer.layout,
         "step": step,
         "curriculum": dict(zip(("d", "n_points"), curriculum_at(step, config))),
         "generators": generator_states,
@@ -727,49 +519,38 @@ def _load_state(path: Path, config: TrainConfig, world: int) -> dict:
     return state
 
 
-# --------------------------------------------------------------------------- precision
+class TrainStep(step_module.TrainStep):
+    """The step of :func:`train` for a recipe: :class:`tfnewton.step.TrainStep` with the
+    recipe's AdamW (``lr``, ``beta1``, ``beta2``, ``weight_decay``), ``grad_clip``,
+    ``precision`` and the loss of its ``task``.
 
-
-def cpu_has_native_bf16() -> bool:
-    """Whether this CPU multiplies bf16 matrices natively (AVX512-BF16 or AMX), via oneDNN.
-
-    Without it, bf16 is emulated and *slower* than float32, so ``"auto"`` stays float32.
-    """
-    try:
-        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):  # a build without oneDNN
-        return False
-
-
-def resolve_precision(precision: str, device=None) -> str:
-    """``"float32"`` or ``"bfloat16"``: what ``precision`` means on ``device``.
-
-    ``"auto"`` is ``"bfloat16"`` on a CUDA device that supports it and on a CPU with native
-    bf16 (:func:`cpu_has_native_bf16`), ``"float32"`` elsewhere.
+    Parameters
+    ----------
+    model : InContextRegressor
+        Trained in place, where it lives.
+    config : TrainConfig
+    flat, skip_unused
+        As in :class:`tfnewton.step.TrainStep`.
 
     Examples
     --------
-    >>> resolve_precision("float32", "cpu")
-    'float32'
+    >>> import torch
+    >>> from tfnewton.models import build_model
+    >>> from tfnewton.train import TrainConfig, TrainStep
+    >>> cfg = TrainConfig(d=3, n_points=5, n_layers=1, width=8, heads=2)
+    >>> step = TrainStep(build_model("gpt2", 3, n_layers=1, width=8, heads=2, n_points=5, seed=0), cfg)
+    >>> loss = step(torch.randn(4, 5, 3), torch.randn(4, 5))
+    >>> loss.shape, step.skipped
+    (torch.Size([]), 0)
     """
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-    device = check_device(device)
-    if precision != "auto":
-        return precision
-    if device.type == "cuda":
-        return "bfloat16" if torch.cuda.is_bf16_supported() else "float32"
-    if device.type == "cpu":
-        return "bfloat16" if cpu_has_native_bf16() else "float32"
-    return "float32"
 
-
-def autocast_context(precision: str, device):
-    """The context the forward pass runs in: bf16 autocast, or nothing for float32."""
-    device = check_device(device)
-    if resolve_precision(precision, device) == "bfloat16":
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+    def __init__(self, model, config: TrainConfig, *, flat: bool | None = None, skip_unused: bool = True):
+        if not isinstance(config, TrainConfig):
+            raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
+        super().__init__(model, loss=lambda pred, y: loss_fn(pred, y, config.task), lr=config.lr,
+                         betas=(config.beta1, config.beta2), weight_decay=config.weight_decay,
+                         grad_clip=config.grad_clip, precision=config.precision, flat=flat,
+                         skip_unused=skip_unused)
 
 
 # --------------------------------------------------------------------------- the loop
@@ -873,8 +654,7 @@ def train(
                         mlp=config.mlp if config.kind == "linear" else None, device=device, seed=config.seed)
     # On one CPU process the parameters live in one flat buffer (see flatten_parameters):
     # clipping and AdamW are then one call each. GPUs and DDP keep per-parameter tensors.
-    trainer = TrainStep(model, config, device=device, flat=FLAT_ON_CPU and world == 1 and device.type == "cpu")
-    optimizer = trainer.optimizer
+    trainer = TrainStep(model, config, flat=FLAT_ON_CPU and world == 1 and device.type == "cpu")
     # Training data: one generator per rank, on the training device.
     generator = torch.Generator(device=device).manual_seed(config.seed * 1_000_003 + 7919 * rank + 1)
     step, elapsed = 0, 0.0
@@ -883,9 +663,7 @@ def train(
     if resume and state_path.is_file():
         state = _load_state(state_path, config, world)
         model.load_state_dict(state["model"])
-        optimizer.load_state_dict(convert_optimizer_state(
-            state["optimizer"], state.get("optimizer_layout", "per_parameter"),  # older states: per parameter
-            trainer.layout, [p.shape for p in model.parameters()]))
+        trainer.load_optimizer_state(state["optimizer"], state.get("optimizer_layout", "per_parameter"))  # older states: per parameter
         generator.set_state(state["generators"][rank])
         step, elapsed, history = state["step"], state["elapsed_seconds"], state["history"]
         saved_running = state["running_loss"]
@@ -954,7 +732,7 @@ def train(
     def checkpoint():
         states = _gather(generator.get_state(), world)
         if rank == 0:
-            _save_state(state_path, config=config, model=model, optimizer=optimizer, step=step,
+            _save_state(state_path, config=config, model=model, trainer=trainer, step=step,
                         generator_states=states, history=history,
                         running=[float(running), running_count], elapsed=time.perf_counter() - t0)
 
@@ -962,8 +740,7 @@ def train(
     with _StopRequested() as stop:
         while step < config.steps:
             lr = learning_rate(step, config)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
+            trainer.set_lr(lr)
             d_eff, n_eff = curriculum_at(step, config)
             X, y = sample_batch(config, local_batch, n_eff, d_eff, generator=generator, device=device)
             if compiled is not None and n_eff == config.n_points:
