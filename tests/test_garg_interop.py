@@ -1,26 +1,26 @@
 """Interop with Garg et al.'s checkpoints and HF GPT-2: exact parity, round trips, bad input.
 
-The reference is Hugging Face's ``GPT2Model`` wrapped the way Garg et al.'s
-``TransformerModel`` wraps it (``_read_in`` → backbone on ``inputs_embeds`` → ``_read_out`` at
-the x tokens). ``transformers`` is a test/benchmark-only dependency: skipped when absent.
+The reference is Hugging Face's ``GPT2Model`` between a linear read-in and a linear read-out,
+as Garg et al. describe their ``TransformerModel`` (written here from that description).
+``transformers`` is a test/benchmark-only dependency: skipped when absent.
 """
 
 from __future__ import annotations
 
 import itertools
 import math
-import re
+import tempfile
+from pathlib import Path
 
 import pytest
 import torch
 import torch.nn as nn
-from hypothesis import example, given, settings
+import yaml
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tfnewton.models import build_model
 from tfnewton.models.garg import (
-    _dump_yaml,
-    _parse_yaml,
     from_garg_checkpoint,
     from_hf_gpt2,
     read_garg_config,
@@ -28,19 +28,29 @@ from tfnewton.models.garg import (
     to_garg_state_dict,
 )
 from tfnewton.models.gpt2 import GPT2Regressor
+from tfnewton.probes import hidden_states
 
 transformers = pytest.importorskip("transformers")
 
 
 # --------------------------------------------------------------------------------------
-# Garg et al.'s TransformerModel, rebuilt around the installed HF GPT2Model
+# The reference: Garg et al.'s in-context learner around the installed HF GPT2Model
 # --------------------------------------------------------------------------------------
-class GargTransformerModel(nn.Module):
-    """Their ``src/models.py`` ``TransformerModel``: same config, same forward."""
+class ReferenceTransformerModel(nn.Module):
+    """Garg et al.'s learner as their paper describes it, on today's transformers.
 
-    def __init__(self, n_dims, n_positions, n_embd, n_layer, n_head, vocab_size=8):
+    The prompt ``(x_1, y_1, ..., x_n, y_n)`` is the token sequence ``x_1, (y_1, 0, ..., 0),
+    x_2, ...`` (``2n`` tokens of dimension ``d``); ``_read_in = nn.Linear(d, n_embd)`` lifts
+    each token, ``_backbone = GPT2Model(config)`` runs on those embeddings (``2 n_positions``
+    learned positions, every dropout 0, no cache) and ``_read_out = nn.Linear(n_embd, 1)``
+    reads the prediction of ``y_i`` at ``x_i``'s token. With ``use_first_n_layer = k`` below
+    ``n_layer`` (Fu et al.'s probing runs) it reads HF's ``hidden_states[k]`` instead: the
+    residual stream after block ``k``, with no final LayerNorm.
+    """
+
+    def __init__(self, n_dims, n_positions, n_embd, n_layer, n_head, *, use_first_n_layer=None, vocab_size=8):
         super().__init__()
-        configuration = transformers.GPT2Config(
+        config = transformers.GPT2Config(
             n_positions=2 * n_positions,
             n_embd=n_embd,
             n_layer=n_layer,
@@ -49,38 +59,31 @@ class GargTransformerModel(nn.Module):
             embd_pdrop=0.0,
             attn_pdrop=0.0,
             use_cache=False,
-            vocab_size=vocab_size,  # their 50257-row table is never read; small keeps tests fast
+            vocab_size=vocab_size,  # 50257 in theirs; never read (inputs_embeds), small keeps tests fast
             bos_token_id=None,
             eos_token_id=None,
         )
-        # The attention they ran (transformers 4.17): matmul, scale, mask, softmax.
-        configuration._attn_implementation = "eager"
-        self.n_positions = n_positions
-        self.n_dims = n_dims
+        config._attn_implementation = "eager"  # scores, mask, softmax written out, as in 2022
         self._read_in = nn.Linear(n_dims, n_embd)
-        self._backbone = transformers.GPT2Model(configuration)
+        self._backbone = transformers.GPT2Model(config)
         self._read_out = nn.Linear(n_embd, 1)
+        self.n_layer = n_layer
+        self.read_out_after = n_layer if use_first_n_layer is None else min(use_first_n_layer, n_layer)
 
     @staticmethod
-    def _combine(xs_b, ys_b):
-        bsize, points, dim = xs_b.shape
-        ys_b_wide = torch.cat(
-            (
-                ys_b.view(bsize, points, 1),
-                # theirs allocates float32 zeros; the dtype of ys keeps float64 runs float64
-                torch.zeros(bsize, points, dim - 1, device=ys_b.device, dtype=ys_b.dtype),
-            ),
-            axis=2,
-        )
-        zs = torch.stack((xs_b, ys_b_wide), dim=2)
-        return zs.view(bsize, 2 * points, dim)
+    def tokens(xs, ys):
+        """``(B, n, d), (B, n) -> (B, 2n, d)``: x tokens at even, y tokens at odd positions."""
+        B, n, d = xs.shape
+        y_tokens = torch.cat((ys.unsqueeze(-1), xs.new_zeros(B, n, d - 1)), dim=-1)
+        return torch.stack((xs, y_tokens), dim=2).reshape(B, 2 * n, d)
 
     def forward(self, xs, ys):
-        zs = self._combine(xs, ys)
-        embeds = self._read_in(zs)
-        output = self._backbone(inputs_embeds=embeds).last_hidden_state
-        prediction = self._read_out(output)
-        return prediction[:, ::2, 0]
+        out = self._backbone(inputs_embeds=self._read_in(self.tokens(xs, ys)), output_hidden_states=True)
+        if self.read_out_after == self.n_layer:
+            hidden = out.last_hidden_state  # after the final LayerNorm
+        else:
+            hidden = out.hidden_states[self.read_out_after]
+        return self._read_out(hidden)[:, ::2, 0]
 
 
 def randomize_(module: nn.Module, seed: int) -> nn.Module:
@@ -103,7 +106,7 @@ def randomize_(module: nn.Module, seed: int) -> nn.Module:
     return module
 
 
-def hf_residual_stream(garg: GargTransformerModel, xs, ys):
+def hf_residual_stream(garg: ReferenceTransformerModel, xs, ys):
     """Their embeddings, every block's output and the final LayerNormed state, via hooks."""
     seen = []
 
@@ -113,7 +116,7 @@ def hf_residual_stream(garg: GargTransformerModel, xs, ys):
     hooks = [garg._backbone.drop.register_forward_hook(grab)]
     hooks += [block.register_forward_hook(grab) for block in garg._backbone.h]
     try:
-        embeds = garg._read_in(garg._combine(xs, ys))
+        embeds = garg._read_in(garg.tokens(xs, ys))
         final = garg._backbone(inputs_embeds=embeds).last_hidden_state
     finally:
         for h in hooks:
@@ -160,7 +163,7 @@ def _max_err(a, b):
 def test_parity_with_hf_gpt2(layers, heads, width, d, dtype):
     n_points = 2 * d + 1
     seed = 1000 * layers + 100 * heads + width + d
-    garg = randomize_(GargTransformerModel(d, n_points, width, layers, heads), seed).to(dtype).eval()
+    garg = randomize_(ReferenceTransformerModel(d, n_points, width, layers, heads), seed).to(dtype).eval()
     xs, ys = prompts(8, n_points, d, dtype, seed)
 
     with torch.no_grad():
@@ -186,7 +189,7 @@ def test_parity_with_hf_gpt2(layers, heads, width, d, dtype):
 def test_parity_predictions_are_not_trivial():
     """The randomized models of the grid are far from constant: parity is a real check."""
     layers, heads, width, d = GRID[-1]
-    garg = randomize_(GargTransformerModel(d, 2 * d + 1, width, layers, heads), 0).eval()
+    garg = randomize_(ReferenceTransformerModel(d, 2 * d + 1, width, layers, heads), 0).eval()
     xs, ys = prompts(64, 2 * d + 1, d, torch.float32, 0)
     with torch.no_grad():
         pred = garg(xs, ys)
@@ -200,7 +203,7 @@ def test_parity_predictions_are_not_trivial():
 
 def test_hf_full_vocab_and_whole_module():
     """Their exact config (50257-row token table) and the whole wrapper passed alone."""
-    garg = randomize_(GargTransformerModel(4, 9, 32, 2, 4, vocab_size=50257), 3).eval()
+    garg = randomize_(ReferenceTransformerModel(4, 9, 32, 2, 4, vocab_size=50257), 3).eval()
     xs, ys = prompts(4, 9, 4, torch.float32, 3)
     with torch.no_grad():
         assert _max_err(from_hf_gpt2(garg)(xs, ys), garg(xs, ys)) <= 1e-5
@@ -213,53 +216,58 @@ def test_hf_full_vocab_and_whole_module():
 def test_round_trip_ours_to_garg_to_ours_and_into_hf():
     ours = randomize_(build_model("gpt2", d=5, n_layers=3, width=32, heads=4, seed=1), 5).eval()
     xs, ys = prompts(6, 11, 5, torch.float32, 5)
-    # Into their (HF) model: a strict load, then the same predictions.
-    garg = GargTransformerModel(5, 11, 32, 3, 4).eval()
-    garg.load_state_dict(to_garg_state_dict(ours, legacy_buffers=False, vocab_size=8), strict=True)
+    # Into their (HF) model: a strict load of the default state dict, then the same predictions.
+    garg = ReferenceTransformerModel(5, 11, 32, 3, 4).eval()
+    garg.load_state_dict(to_garg_state_dict(ours, vocab_size=8), strict=True)
     with torch.no_grad():
         assert _max_err(garg(xs, ys), ours(xs, ys)) <= 1e-5
-    # And back: bit for bit.
-    back = from_garg_checkpoint(to_garg_state_dict(ours), heads=4)
-    assert back.config == ours.config
-    for (k1, v1), (k2, v2) in zip(ours.state_dict().items(), back.state_dict().items()):
-        assert k1 == k2 and torch.equal(v1, v2), k1
+    # And back: bit for bit, with or without the old buffers.
+    for legacy_buffers in (False, True):
+        back = from_garg_checkpoint(to_garg_state_dict(ours, legacy_buffers=legacy_buffers), heads=4)
+        assert back.config == ours.config
+        for (k1, v1), (k2, v2) in zip(ours.state_dict().items(), back.state_dict().items()):
+            assert k1 == k2 and torch.equal(v1, v2), k1
 
 
-def test_legacy_state_dict_has_exactly_the_keys_of_transformers_4_17():
+_BLOCK_KEYS = ["ln_1.weight", "ln_1.bias", "attn.c_attn.weight", "attn.c_attn.bias", "attn.c_proj.weight",
+               "attn.c_proj.bias", "ln_2.weight", "ln_2.bias", "mlp.c_fc.weight", "mlp.c_fc.bias",
+               "mlp.c_proj.weight", "mlp.c_proj.bias"]
+
+
+def _expected_keys(block):
+    return (["_read_in.weight", "_read_in.bias", "_backbone.wte.weight", "_backbone.wpe.weight"]
+            + [f"_backbone.h.{i}.{k}" for i in range(2) for k in block]
+            + ["_backbone.ln_f.weight", "_backbone.ln_f.bias", "_read_out.weight", "_read_out.bias"])
+
+
+def test_default_state_dict_has_exactly_the_keys_of_todays_gpt2model():
     ours = build_model("gpt2", d=3, n_layers=2, width=16, heads=2, seed=0)
     sd = to_garg_state_dict(ours)
-    block = ["ln_1.weight", "ln_1.bias", "attn.bias", "attn.masked_bias", "attn.c_attn.weight",
-             "attn.c_attn.bias", "attn.c_proj.weight", "attn.c_proj.bias", "ln_2.weight", "ln_2.bias",
-             "mlp.c_fc.weight", "mlp.c_fc.bias", "mlp.c_proj.weight", "mlp.c_proj.bias"]
-    expected = (["_read_in.weight", "_read_in.bias", "_backbone.wte.weight", "_backbone.wpe.weight"]
-                + [f"_backbone.h.{i}.{k}" for i in range(2) for k in block]
-                + ["_backbone.ln_f.weight", "_backbone.ln_f.bias", "_read_out.weight", "_read_out.bias"])
-    assert list(sd) == expected
+    assert list(sd) == _expected_keys(_BLOCK_KEYS)
+    assert list(sd) == list(ReferenceTransformerModel(3, 7, 16, 2, 2).state_dict())
     assert sd["_backbone.wte.weight"].shape == (50257, 16)
     assert sd["_backbone.wpe.weight"].shape == (14, 16)
-    assert sd["_backbone.h.0.attn.bias"].dtype == torch.uint8
-    assert torch.equal(sd["_backbone.h.0.attn.bias"][0, 0], torch.tril(torch.ones(14, 14, dtype=torch.uint8)))
-    assert sd["_backbone.h.1.attn.masked_bias"].item() == -1e4
     assert sd["_backbone.h.0.attn.c_attn.weight"].shape == (16, 48)  # Conv1D: (in, out)
     assert sd["_backbone.h.0.mlp.c_proj.weight"].shape == (64, 16)
 
 
-def _their_run_folder(tmp_path, garg, *, n_dims, n_positions, n_embd, n_layer, n_head, steps=3):
-    """A run folder as their train.py leaves it: yaml.dump of the args, state.pt, model_<k>.pt."""
-    yaml = pytest.importorskip("yaml")
-    optimizer = torch.optim.Adam(garg.parameters(), lr=1e-4)
-    xs, ys = prompts(4, n_positions, n_dims, torch.float32, 11)
-    for _ in range(steps):  # real Adam state in the file, as theirs has
-        optimizer.zero_grad()
-        (garg(xs, ys) - ys).square().mean().backward()
-        optimizer.step()
-    run = tmp_path / "0f3c9a4e-run"
-    run.mkdir()
-    conf = {
+def test_legacy_state_dict_has_exactly_the_keys_of_transformers_4_17():
+    ours = build_model("gpt2", d=3, n_layers=2, width=16, heads=2, seed=0)
+    sd = to_garg_state_dict(ours, legacy_buffers=True)
+    block = _BLOCK_KEYS[:2] + ["attn.bias", "attn.masked_bias"] + _BLOCK_KEYS[2:]
+    assert list(sd) == _expected_keys(block)
+    assert sd["_backbone.h.0.attn.bias"].dtype == torch.uint8
+    assert torch.equal(sd["_backbone.h.0.attn.bias"][0, 0], torch.tril(torch.ones(14, 14, dtype=torch.uint8)))
+    assert sd["_backbone.h.1.attn.masked_bias"].item() == -1e4
+
+
+def _their_config(run, *, n_dims, n_positions, n_embd, n_layer, n_head, **model_extra):
+    """The arguments their training script dumps to config.yaml (a real run's values)."""
+    return {
         "config": "conf/linear_regression.yaml",
         "inherit": ["/home/u/in-context-learning/src/conf/wandb.yaml", "conf/models/standard.yaml"],
         "model": {"family": "gpt2", "n_dims": n_dims, "n_embd": n_embd, "n_head": n_head,
-                  "n_layer": n_layer, "n_positions": n_positions},
+                  "n_layer": n_layer, "n_positions": n_positions, **model_extra},
         "out_dir": str(run),
         "test_run": False,
         "training": {"batch_size": 64, "curriculum": {"dims": {"end": 20, "inc": 1, "interval": 2000, "start": 5},
@@ -271,6 +279,21 @@ def _their_run_folder(tmp_path, garg, *, n_dims, n_positions, n_embd, n_layer, n
         "wandb": {"entity": "in-context", "log_every_steps": 100, "name": "linear_regression_standard",
                   "notes": "", "project": "in-context-training"},
     }
+
+
+def _their_run_folder(tmp_path, garg, *, n_dims, n_positions, n_embd, n_layer, n_head, steps=3, conf=None):
+    """A run folder as their training leaves it: yaml.dump of the args, state.pt, model_<k>.pt."""
+    optimizer = torch.optim.Adam(garg.parameters(), lr=1e-4)
+    xs, ys = prompts(4, n_positions, n_dims, torch.float32, 11)
+    for _ in range(steps):  # real Adam state in the file, as theirs has
+        optimizer.zero_grad()
+        (garg(xs, ys) - ys).square().mean().backward()
+        optimizer.step()
+    run = tmp_path / "0f3c9a4e-run"
+    run.mkdir()
+    if conf is None:
+        conf = _their_config(run, n_dims=n_dims, n_positions=n_positions, n_embd=n_embd, n_layer=n_layer,
+                             n_head=n_head)
     with open(run / "config.yaml", "w") as f:
         yaml.dump(conf, f, default_flow_style=False)
     torch.save({"model_state_dict": garg.state_dict(), "optimizer_state_dict": optimizer.state_dict(),
@@ -280,7 +303,7 @@ def _their_run_folder(tmp_path, garg, *, n_dims, n_positions, n_embd, n_layer, n
 
 
 def test_their_run_folder_loads_with_config_and_without(tmp_path):
-    garg = randomize_(GargTransformerModel(4, 9, 32, 2, 4), 7)
+    garg = randomize_(ReferenceTransformerModel(4, 9, 32, 2, 4), 7)
     run, conf = _their_run_folder(tmp_path, garg, n_dims=4, n_positions=9, n_embd=32, n_layer=2, n_head=4)
     garg.eval()
     xs, ys = prompts(5, 9, 4, torch.float32, 8)
@@ -301,13 +324,36 @@ def test_their_run_folder_loads_with_config_and_without(tmp_path):
         assert f64(xs.double(), ys.double()).dtype == torch.float64
 
 
-def test_save_garg_run_is_their_layout(tmp_path):
-    yaml = pytest.importorskip("yaml")
-    ours = build_model("gpt2", d=3, n_layers=2, width=16, heads=2, seed=0)
+def test_config_with_folded_long_and_multi_line_strings_loads(tmp_path):
+    """yaml.dump folds a string longer than 80 columns onto the next line; a run's notes may span lines."""
+    garg = randomize_(ReferenceTransformerModel(3, 7, 16, 2, 2), 4)
+    notes = "Linear regression, d = 3, the curriculum of the paper; " * 4  # about 220 characters
+    name = "first line of the name\nsecond line: with a # and 'quotes'"
+    run = tmp_path / "0f3c9a4e-run"
+    conf = _their_config(run, n_dims=3, n_positions=7, n_embd=16, n_layer=2, n_head=2)
+    conf["wandb"].update(notes=notes, name=name)
+    run, conf = _their_run_folder(tmp_path, garg, n_dims=3, n_positions=7, n_embd=16, n_layer=2, n_head=2,
+                                  conf=conf)
+    text = (run / "config.yaml").read_text()
+    # the file really has the shapes at stake: the notes folded over lines, the name on two
+    assert all(len(line) <= 84 for line in text.splitlines())
+    assert not any(notes.strip() in line for line in text.splitlines())
+    assert any(line.strip().startswith("second line") for line in text.splitlines())
+    model = from_garg_checkpoint(run)
+    assert model.metadata["config"] == conf
+    assert model.metadata["config"]["wandb"]["notes"] == notes
+    assert model.metadata["config"]["wandb"]["name"] == name
+    xs, ys = prompts(4, 7, 3, torch.float32, 2)
+    with torch.no_grad():
+        assert _max_err(model(xs, ys), garg.eval()(xs, ys)) <= 1e-5
+
+
+def test_save_garg_run_loads_strictly_in_todays_gpt2model_and_adam_resumes(tmp_path):
+    ours = randomize_(build_model("gpt2", d=3, n_layers=2, width=16, heads=2, seed=0), 9).double().eval()
     run = save_garg_run(ours, tmp_path / "run", train_step=42, keep_model_file=True,
-                        config_extra={"training": {"task": "noisy_linear_regression"}})
+                        config_extra={"training": {"task": "noisy_linear_regression", "learning_rate": 3e-4}})
     assert sorted(p.name for p in run.iterdir()) == ["config.yaml", "model_42.pt", "state.pt"]
-    conf = yaml.safe_load((run / "config.yaml").read_text())  # what their eval.py does
+    conf = yaml.safe_load((run / "config.yaml").read_text())  # what their evaluation code does
     assert conf["model"] == {"family": "gpt2", "n_dims": 3, "n_embd": 16, "n_head": 2,
                              "n_layer": 2, "n_positions": 7}
     assert conf["training"]["task"] == "noisy_linear_regression"
@@ -315,10 +361,166 @@ def test_save_garg_run_is_their_layout(tmp_path):
     state = torch.load(run / "state.pt", weights_only=True)
     assert set(state) == {"model_state_dict", "optimizer_state_dict", "train_step"}
     assert state["train_step"] == 42
-    # their TransformerModel (with today's transformers: no mask buffers) loads it strictly
-    garg = GargTransformerModel(3, 7, 16, 2, 2, vocab_size=50257)
-    sd = {k: v for k, v in state["model_state_dict"].items() if not re.search(r"\.attn\.(bias|masked_bias)$", k)}
-    garg.load_state_dict(sd, strict=True)
+
+    # Their model on today's transformers loads it strictly and predicts what ours does.
+    garg = ReferenceTransformerModel(3, 7, 16, 2, 2, vocab_size=50257).double()
+    garg.load_state_dict(state["model_state_dict"], strict=True)
+    xs, ys = prompts(5, 7, 3, torch.float64, 3)
+    with torch.no_grad():
+        assert _max_err(garg.eval()(xs, ys), ours(xs, ys)) <= 1e-10
+
+    # Their optimizer resumes from the state: the same groups, then a step that moves the weights.
+    optimizer = torch.optim.Adam(garg.parameters(), lr=1e-4)
+    optimizer.load_state_dict(state["optimizer_state_dict"])
+    assert optimizer.param_groups[0]["lr"] == 3e-4
+    assert len(optimizer.param_groups[0]["params"]) == len(list(garg.parameters()))
+    before = garg._read_out.weight.detach().clone()
+    garg.train()
+    optimizer.zero_grad()
+    (garg(xs, ys) - ys).square().mean().backward()
+    optimizer.step()
+    assert not torch.equal(garg._read_out.weight, before)
+    assert optimizer.state[garg._read_out.weight]["step"].item() == 1
+
+
+def test_save_garg_run_bad_config_extra(tmp_path):
+    ours = build_model("gpt2", d=3, n_layers=1, width=16, heads=2, seed=0)
+    with pytest.raises(ValueError, match="learning_rate must be > 0"):
+        save_garg_run(ours, tmp_path, vocab_size=4, config_extra={"training": {"learning_rate": 0.0}})
+    with pytest.raises(TypeError, match="YAML cannot write"):
+        save_garg_run(ours, tmp_path, vocab_size=4, config_extra={"out_dir": tmp_path})
+    # a model section always describes the model written, all of it
+    run = save_garg_run(ours, tmp_path, vocab_size=4, config_extra={"model": {"n_layer": 9, "use_first_n_layer": 1}})
+    assert read_garg_config(run / "config.yaml")["model"] == {
+        "family": "gpt2", "n_dims": 3, "n_embd": 16, "n_head": 2, "n_layer": 1, "n_positions": 7}
+
+
+def test_read_garg_config_errors(tmp_path):
+    bad = tmp_path / "config.yaml"
+    bad.write_text("model: {family: gpt2\n  n_dims: [3\n")
+    with pytest.raises(ValueError, match="not a YAML file"):
+        read_garg_config(bad)
+    bad.write_text("- a\n- b\n")
+    with pytest.raises(ValueError, match="must hold a mapping"):
+        read_garg_config(bad)
+    bad.write_text("model: !!python/object/apply:os.system ['echo hi']\n")
+    with pytest.raises(ValueError, match="not a YAML file"):  # safe_load constructs no objects
+        read_garg_config(bad)
+    with pytest.raises(ValueError, match="cannot read"):
+        read_garg_config(tmp_path / "missing.yaml")
+
+
+def test_save_garg_run_with_legacy_buffers_is_for_old_transformers(tmp_path):
+    ours = build_model("gpt2", d=3, n_layers=1, width=16, heads=2, seed=0)
+    state = torch.load(save_garg_run(ours, tmp_path, legacy_buffers=True, vocab_size=4) / "state.pt",
+                       weights_only=True)
+    garg = ReferenceTransformerModel(3, 7, 16, 1, 2, vocab_size=4)
+    with pytest.raises(RuntimeError, match="Unexpected key"):  # today's GPT2Model has no such buffers
+        garg.load_state_dict(state["model_state_dict"], strict=True)
+    # the optimizer's parameters are the model's, not its buffers
+    torch.optim.Adam(garg.parameters()).load_state_dict(state["optimizer_state_dict"])
+
+
+_texts = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs", "Cc")) | st.sampled_from("\n\t #:'\"-"),
+                 max_size=200)
+_values = st.one_of(st.none(), st.booleans(), st.integers(-10**9, 10**9),
+                    st.floats(allow_nan=False, width=64), _texts)
+_extras = st.recursive(
+    st.dictionaries(st.text("abcxyz_", min_size=1, max_size=8), _values, max_size=4),
+    lambda inner: st.dictionaries(st.text("abcxyz_", min_size=1, max_size=8),
+                                  st.one_of(inner, st.lists(_values, max_size=3)), max_size=3),
+    max_leaves=12,
+)
+
+
+@settings(deadline=None, max_examples=40)
+@given(notes=_texts, extra=_extras)
+def test_a_real_config_round_trips(notes, extra):
+    """Whatever their yaml.dump writes reads back equal, and so does what save_garg_run writes."""
+    ours = build_model("gpt2", d=2, n_layers=1, width=8, heads=2, seed=0)
+    with tempfile.TemporaryDirectory() as tmp:
+        run = Path(tmp)
+        conf = _their_config(run, n_dims=2, n_positions=5, n_embd=8, n_layer=1, n_head=2)
+        conf["wandb"]["notes"] = notes
+        conf["extra"] = extra
+        torch.save({"model_state_dict": to_garg_state_dict(ours, vocab_size=4), "train_step": 0}, run / "state.pt")
+        (run / "config.yaml").write_text(yaml.dump(conf, default_flow_style=False))
+        assert from_garg_checkpoint(run).metadata["config"] == conf
+        save_garg_run(ours, run, vocab_size=4, config_extra={"wandb": {"notes": notes}, "extra": extra})
+        written = read_garg_config(run / "config.yaml")
+        assert written["wandb"]["notes"] == notes and written["extra"] == extra
+        assert written == yaml.safe_load((run / "config.yaml").read_text())
+
+
+# --------------------------------------------------------------------------------------
+# Fu et al.'s probing runs: use_first_n_layer reads out after an earlier block
+# --------------------------------------------------------------------------------------
+@pytest.mark.parametrize("first_n", [1, 2])
+def test_use_first_n_layer_reads_out_after_that_block_without_final_layernorm(tmp_path, first_n):
+    n_layer, d, n_positions = 3, 4, 9
+    garg = randomize_(ReferenceTransformerModel(d, n_positions, 32, n_layer, 4, use_first_n_layer=first_n), 21)
+    run = tmp_path / "probing"
+    conf = _their_config(run, n_dims=d, n_positions=n_positions, n_embd=32, n_layer=n_layer, n_head=4,
+                         use_first_n_layer=first_n)
+    run, conf = _their_run_folder(tmp_path, garg, n_dims=d, n_positions=n_positions, n_embd=32,
+                                  n_layer=n_layer, n_head=4, conf=conf)
+    garg.eval()
+    xs, ys = prompts(6, n_positions, d, torch.float64, 22)
+    model = from_garg_checkpoint(run, dtype=torch.float64)
+    assert model.config.n_layers == first_n and not model.config.final_layernorm
+    assert len(model.blocks) == first_n
+    garg = garg.double()
+    with torch.no_grad():
+        want_hidden = garg._backbone(inputs_embeds=garg._read_in(garg.tokens(xs, ys)),
+                                     output_hidden_states=True).hidden_states
+        want = garg._read_out(want_hidden[first_n])[:, ::2, 0]  # no final LayerNorm
+        assert _max_err(garg(xs, ys), want) == 0
+        assert _max_err(model(xs, ys), want) <= 1e-10
+        # the whole model predicts something else: the test would see the option ignored
+        full = from_garg_checkpoint(run, config={"model": {**conf["model"], "use_first_n_layer": None}},
+                                    dtype=torch.float64)
+        assert full.config.n_layers == n_layer
+        assert _max_err(full(xs, ys), want) > 0.1
+        # the probes hook model.blocks: every hidden state is HF's, and the last is the one read out
+        stream = hidden_states(model, xs, ys)
+        assert stream.shape == (first_n + 1, 6, 2 * n_positions, 32)
+        for layer in range(first_n + 1):
+            assert _max_err(stream[layer], want_hidden[layer]) <= 1e-10, layer
+        assert _max_err(model.readout(stream[-1]), want) <= 1e-10
+    # float32, from the file as it is
+    with torch.no_grad():
+        f32 = from_garg_checkpoint(run)
+        assert _max_err(f32(xs.float(), ys.float()), want) <= 1e-5
+
+
+def test_from_hf_gpt2_honours_use_first_n_layer():
+    garg = randomize_(ReferenceTransformerModel(3, 7, 16, 3, 2, use_first_n_layer=2), 5).eval()
+    xs, ys = prompts(4, 7, 3, torch.float32, 5)
+    with torch.no_grad():
+        want = garg(xs, ys)
+        model = from_hf_gpt2(garg._backbone, garg._read_in, garg._read_out, use_first_n_layer=2)
+        assert len(model.blocks) == 2 and _max_err(model(xs, ys), want) <= 1e-5
+        garg.first_n_layer = 2  # where their probing variant of the whole module keeps it
+        assert _max_err(from_hf_gpt2(garg)(xs, ys), want) <= 1e-5
+        assert len(from_hf_gpt2(garg, use_first_n_layer=3).blocks) == 3
+
+
+def test_use_first_n_layer_at_or_above_n_layer_is_the_whole_model():
+    sd = _garg_sd(layers=2)
+    whole = from_garg_checkpoint(sd, heads=2)
+    for first_n in (2, 12):
+        model = from_garg_checkpoint(sd, config={"n_head": 2, "use_first_n_layer": first_n})
+        assert model.config == whole.config and model.config.final_layernorm
+
+
+def test_use_first_n_layer_bad_values_and_no_way_back():
+    with pytest.raises(ValueError, match="use_first_n_layer must be a positive int, got 0"):
+        from_garg_checkpoint(_garg_sd(), config={"n_head": 2, "use_first_n_layer": 0})
+    with pytest.raises(ValueError, match="use_first_n_layer must be a positive int"):
+        from_garg_checkpoint(_garg_sd(), config={"n_head": 2, "use_first_n_layer": "1"})
+    truncated = from_garg_checkpoint(_garg_sd(), config={"n_head": 2, "use_first_n_layer": 1})
+    with pytest.raises(ValueError, match="final_layernorm=False"):
+        to_garg_state_dict(truncated)
 
 
 # --------------------------------------------------------------------------------------
@@ -425,7 +627,7 @@ def test_shape_mismatch_names_the_tensor_and_both_shapes():
 
 
 def test_bad_hf_configs_are_refused():
-    garg = GargTransformerModel(3, 7, 16, 1, 2)
+    garg = ReferenceTransformerModel(3, 7, 16, 1, 2)
     garg._backbone.config.activation_function = "relu"
     with pytest.raises(ValueError, match="activation_function"):
         from_hf_gpt2(garg)
@@ -442,31 +644,3 @@ def test_to_garg_refuses_what_their_code_cannot_express():
         to_garg_state_dict(build_model("gpt2", d=3, n_layers=1, width=16, heads=2, layernorm=False))
     with pytest.raises(TypeError, match="GPT2Regressor"):
         to_garg_state_dict(build_model("lstm", d=3, n_layers=1, width=16))
-
-
-# --------------------------------------------------------------------------------------
-# The config.yaml reader agrees with PyYAML on what their code writes
-# --------------------------------------------------------------------------------------
-_keys = st.text(alphabet="abcdefghijklmnopqrstuvwxyz_", min_size=1, max_size=8)
-_scalars = st.one_of(
-    st.none(), st.booleans(), st.integers(-10**6, 10**6),
-    st.floats(allow_nan=False, allow_infinity=True, width=64),
-    st.text(alphabet="abcXYZ019 _-./:#'\"", max_size=12),
-)
-_configs = st.recursive(
-    st.dictionaries(_keys, _scalars, max_size=5),
-    lambda inner: st.dictionaries(_keys, st.one_of(inner, st.lists(_scalars, max_size=3), _scalars), max_size=4),
-    max_leaves=20,
-)
-
-
-@settings(deadline=None, max_examples=60)
-@given(_configs)
-@example({"_": "' #"})  # found by hypothesis: '' inside single quotes, then " #"
-@example({"_": 'a " #', "b": "it's # not"})
-def test_yaml_reader_matches_pyyaml(conf):
-    yaml = pytest.importorskip("yaml")
-    assert _parse_yaml(yaml.dump(conf, default_flow_style=False)) == yaml.safe_load(
-        yaml.dump(conf, default_flow_style=False)
-    )
-    assert yaml.safe_load(_dump_yaml(conf)) == conf if conf else True

@@ -7,6 +7,7 @@ Fu et al. (2024) probed the linear-regression one they released (12 layers, 8 he
 
     <run>/config.yaml     yaml.dump of the run's arguments; the model section reads
                           model: {family: gpt2, n_dims, n_embd, n_head, n_layer, n_positions}
+                          (Fu et al.'s probing runs add use_first_n_layer)
     <run>/state.pt        {"model_state_dict": ..., "optimizer_state_dict": ..., "train_step": int}
     <run>/model_<k>.pt    a bare model state dict, kept every ``keep_every_steps``
 
@@ -32,16 +33,16 @@ predictions and every layer's hidden state against HF's ``GPT2Model`` to 1e-5 in
 
 Reading order: :func:`from_garg_checkpoint` (a file, a run folder or a state dict in),
 :func:`from_hf_gpt2` (live HF modules in), :func:`to_garg_state_dict` and
-:func:`save_garg_run` (back out, for the old code), then the private pieces they share:
-loading without unpickling code, the small YAML reader, and the key-by-key conversion.
+:func:`save_garg_run` (back out, for their code), :func:`read_garg_config`, then the private
+pieces they share: loading without unpickling code, and the key-by-key conversion.
 
 Nothing here imports ``transformers``: a live backbone is read through its ``state_dict``
-and ``config`` attributes only.
+and ``config`` attributes only. ``config.yaml`` is read and written by PyYAML's safe loader
+and dumper, so no Python object is ever constructed from a file.
 """
 
 from __future__ import annotations
 
-import math
 import os
 import pickle
 import re
@@ -49,9 +50,11 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import torch
+import yaml
 
-from .._validate import check_device, check_dtype, check_int
+from .._validate import check_device, check_dtype, check_int, check_positive
 from .gpt2 import GPT2Config, GPT2Regressor
+from .pretrained import atomic_save
 
 __all__ = [
     "from_garg_checkpoint",
@@ -92,6 +95,7 @@ _OUTER_TENSORS = {
 # Present in their files, not part of the function: the token table (inputs_embeds are
 # passed, so it is never read) and the causal-mask buffers old transformers saved.
 _IGNORED = re.compile(r"^_backbone\.(wte\.weight|h\.\d+\.attn\.(bias|masked_bias))$")
+_LEGACY_BUFFER = re.compile(r"^_backbone\.h\.\d+\.attn\.(bias|masked_bias)$")
 _LAYER = re.compile(r"^_backbone\.h\.(\d+)\.")
 
 
@@ -122,9 +126,10 @@ def from_garg_checkpoint(
     config : str, Path or mapping, optional
         Their configuration: a path to a ``config.yaml``, the parsed dict (with a ``model``
         section) or the model section itself (``n_dims``, ``n_positions``, ``n_embd``,
-        ``n_layer``, ``n_head``). Every number in it is checked against the tensors.
-        Without a config, ``d``, the width, the number of layers, the number of positions
-        and the MLP width are read from the tensor shapes.
+        ``n_layer``, ``n_head``, and ``use_first_n_layer`` for Fu et al.'s probing runs).
+        Every number in it is checked against the tensors. Without a config, ``d``, the
+        width, the number of layers, the number of positions and the MLP width are read
+        from the tensor shapes.
     heads : int, optional
         Attention heads. The tensors cannot tell (heads only split the width), so it is
         required when no config gives ``n_head``; when both give it they must agree.
@@ -145,6 +150,14 @@ def from_garg_checkpoint(
         ``model.metadata`` records where it came from (``source``, ``path``,
         ``train_step`` when the file has one, and the parsed ``config``).
 
+        When the config's ``model.use_first_n_layer`` is an ``n`` below ``n_layer`` (Fu et
+        al.'s probing runs), their model reads its prediction out of the residual stream
+        after block ``n``, without the final LayerNorm (``read_out(hidden_states[n])``), and
+        so does the returned model: it has the first ``n`` blocks, and
+        ``config.final_layernorm`` is ``False``. The blocks after ``n`` and the final
+        LayerNorm are in the file (and checked) but compute nothing, so they are not kept.
+        A value of ``n_layer`` or more means the whole model, as in their code.
+
     Raises
     ------
     ValueError
@@ -152,15 +165,16 @@ def from_garg_checkpoint(
         and plain containers (it is refused, never executed); the state dict is not one of
         Garg et al.'s GPT-2 models (missing or unexpected tensors are listed); a tensor's
         shape disagrees with the others or with the config (the tensor and both shapes are
-        named); ``heads`` is missing or does not divide the width. Nothing is returned
-        half-loaded: the model is built only after every tensor has been checked.
+        named); ``heads`` is missing or does not divide the width; ``use_first_n_layer``
+        is below 1. Nothing is returned half-loaded: the model is built only after every
+        tensor has been checked.
 
     Notes
     -----
     Files are read with ``torch.load(..., weights_only=True)``: tensors, numbers, strings
     and plain containers only. Their ``state.pt`` (model and Adam state dicts, the step
-    count) needs no allow-listed type. ``config.yaml`` is read by a small YAML reader of
-    this module (:func:`~tfnewton.models.garg.read_garg_config`), so PyYAML is not a dependency.
+    count) needs no allow-listed type. ``config.yaml`` is read with ``yaml.safe_load``
+    (:func:`~tfnewton.models.garg.read_garg_config`).
 
     Examples
     --------
@@ -197,7 +211,9 @@ def from_garg_checkpoint(
     return model
 
 
-def from_hf_gpt2(backbone, read_in=None, read_out=None, *, device=None, dtype=None) -> GPT2Regressor:
+def from_hf_gpt2(
+    backbone, read_in=None, read_out=None, *, use_first_n_layer: int | None = None, device=None, dtype=None
+) -> GPT2Regressor:
     """Convert live Hugging Face modules — a ``GPT2Model`` between two ``nn.Linear`` — to ours.
 
     Parameters
@@ -209,6 +225,11 @@ def from_hf_gpt2(backbone, read_in=None, read_out=None, *, device=None, dtype=No
         Lifts each token (``x_i``, or ``(y_i, 0, …, 0)``) to the width.
     read_out : nn.Linear(width, 1)
         Reads the prediction at each x token from the backbone's final (LayerNormed) state.
+    use_first_n_layer : int, optional
+        Read out after block ``n`` without the final LayerNorm (HF's ``hidden_states[n]``),
+        as Fu et al.'s probing runs do; ``n >= n_layer`` is the whole model. Default: the
+        whole module's ``first_n_layer`` when it has one (Fu et al.'s variant of the
+        ``TransformerModel`` keeps it there), else the whole model.
     device, dtype : optional
         As in :func:`~tfnewton.models.garg.from_garg_checkpoint` (default: CPU, the backbone's dtype).
 
@@ -238,7 +259,11 @@ def from_hf_gpt2(backbone, read_in=None, read_out=None, *, device=None, dtype=No
     if read_in is None and read_out is None and all(
         hasattr(backbone, name) for name in ("_backbone", "_read_in", "_read_out")
     ):
+        if use_first_n_layer is None:
+            use_first_n_layer = getattr(backbone, "first_n_layer", None)
         backbone, read_in, read_out = backbone._backbone, backbone._read_in, backbone._read_out
+    if use_first_n_layer is not None:
+        use_first_n_layer = check_int(use_first_n_layer, "use_first_n_layer", minimum=1)
     for name, module in (("backbone", backbone), ("read_in", read_in), ("read_out", read_out)):
         if not callable(getattr(module, "state_dict", None)):
             raise TypeError(
@@ -257,7 +282,8 @@ def from_hf_gpt2(backbone, read_in=None, read_out=None, *, device=None, dtype=No
     for prefix, module in (("_read_in.", read_in), ("_backbone.", backbone), ("_read_out.", read_out)):
         for key, value in module.state_dict().items():
             state_dict[prefix + key] = value.detach()
-    gpt2_config, ours = _convert(state_dict, None, heads=n_head, ln_eps=ln_eps, source="the HF backbone")
+    read_out_after = None if use_first_n_layer is None else {"use_first_n_layer": use_first_n_layer}
+    gpt2_config, ours = _convert(state_dict, read_out_after, heads=n_head, ln_eps=ln_eps, source="the HF backbone")
     model = _build(gpt2_config, ours, device=device, dtype=dtype)
     model.metadata = {"source": "hf_gpt2", "hf_config": _jsonable_config(hf)}
     return model
@@ -269,7 +295,7 @@ def from_hf_gpt2(backbone, read_in=None, read_out=None, *, device=None, dtype=No
 def to_garg_state_dict(
     model: GPT2Regressor,
     *,
-    legacy_buffers: bool = True,
+    legacy_buffers: bool = False,
     vocab_size: int = GPT2_VOCAB_SIZE,
 ) -> dict[str, torch.Tensor]:
     """The state dict Garg et al.'s ``TransformerModel`` of the same shape loads strictly.
@@ -277,13 +303,14 @@ def to_garg_state_dict(
     Parameters
     ----------
     model : GPT2Regressor
-        A ``"gpt2"`` model with LayerNorm and the 4× MLP (their architecture; anything
-        else cannot be expressed in their code and is refused).
+        A ``"gpt2"`` model with LayerNorm, the 4× MLP and the final LayerNorm (their
+        architecture; anything else cannot be expressed in their code and is refused).
     legacy_buffers : bool
         Include the causal-mask buffers ``attn.bias`` (uint8 lower-triangular, ``(1, 1, P,
-        P)`` with ``P = 2 n_points``) and ``attn.masked_bias`` (−1e4) that their pinned
-        transformers 4.17 keeps in every state dict. Set ``False`` for transformers ≥ 4.31,
-        which no longer saves them (a strict load would call them unexpected).
+        P)`` with ``P = 2 n_points``) and ``attn.masked_bias`` (−1e4) that transformers
+        before 4.31 keeps in every state dict (their code pins 4.17). The default ``False``
+        is what a current ``GPT2Model`` loads strictly: it no longer saves them, and a
+        strict load would call them unexpected.
     vocab_size : int
         Rows of the unused token table ``_backbone.wte.weight`` (zeros): 50257, HF's
         default, is what their code builds. Its size is the bulk of the file
@@ -305,6 +332,12 @@ def to_garg_state_dict(
         raise ValueError(
             "model has layernorm=False; Garg et al.'s GPT-2 always has LayerNorms, so its state "
             "dict cannot express this model"
+        )
+    if not cfg.final_layernorm:
+        raise ValueError(
+            "model has final_layernorm=False (it reads out after an earlier block, as a Fu et "
+            "al. probing run loaded with use_first_n_layer does); Garg et al.'s TransformerModel "
+            "always applies the final LayerNorm, so its state dict cannot express this model"
         )
     if cfg.mlp_ratio != 4:
         raise ValueError(
@@ -347,14 +380,19 @@ def save_garg_run(
     train_step: int = 0,
     keep_model_file: bool = False,
     config_extra: Mapping | None = None,
-    legacy_buffers: bool = True,
+    legacy_buffers: bool = False,
     vocab_size: int = GPT2_VOCAB_SIZE,
 ) -> Path:
     """Write ``model`` as a run folder of Garg et al.'s code: ``config.yaml`` and ``state.pt``.
 
-    Their ``eval.get_model_from_run(folder)`` loads it (and so does
-    :func:`~tfnewton.models.garg.from_garg_checkpoint`). ``state.pt`` holds ``model_state_dict``
-    (:func:`~tfnewton.models.garg.to_garg_state_dict`), an empty ``optimizer_state_dict`` and ``train_step``.
+    Their evaluation code's ``get_model_from_run(folder)`` loads it, their training resumes
+    from it, and so does :func:`~tfnewton.models.garg.from_garg_checkpoint`. ``state.pt``
+    holds ``model_state_dict`` (:func:`~tfnewton.models.garg.to_garg_state_dict`),
+    ``optimizer_state_dict`` and ``train_step``. The optimizer state is that of
+    ``torch.optim.Adam(their_model.parameters(), lr=training.learning_rate)`` before its first
+    step (their optimizer; one parameter group over every parameter, the unused token table
+    included, and no moments yet), so their ``optimizer.load_state_dict`` accepts it and the
+    moments start afresh at the next step.
 
     Parameters
     ----------
@@ -368,7 +406,8 @@ def save_garg_run(
         ``keep_every_steps`` does).
     config_extra : mapping, optional
         Merged (recursively) into the written config, e.g. ``{"training": {"task":
-        "linear_regression"}}``. The ``model`` section always describes ``model``.
+        "linear_regression"}}``. The ``model`` section always describes ``model`` (the whole
+        of it: a ``use_first_n_layer`` given here is dropped).
     legacy_buffers, vocab_size
         As in :func:`~tfnewton.models.garg.to_garg_state_dict`.
 
@@ -377,22 +416,11 @@ def save_garg_run(
     Path
         The folder.
     """
-    from .pretrained import atomic_save
-
     train_step = check_int(train_step, "train_step")
     state_dict = to_garg_state_dict(model, legacy_buffers=legacy_buffers, vocab_size=vocab_size)
     cfg = model.config
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     conf = {
-        "model": {
-            "family": "gpt2",
-            "n_dims": cfg.d,
-            "n_embd": cfg.width,
-            "n_head": cfg.heads,
-            "n_layer": cfg.n_layers,
-            "n_positions": cfg.n_points,
-        },
+        "model": {},
         "out_dir": str(folder),
         "test_run": False,
         "training": {
@@ -418,16 +446,30 @@ def save_garg_run(
         if not isinstance(config_extra, Mapping):
             raise TypeError(f"config_extra must be a mapping, got {type(config_extra).__name__}")
         _merge(conf, config_extra)
-        conf["model"].update(
-            family="gpt2", n_dims=cfg.d, n_embd=cfg.width, n_head=cfg.heads,
-            n_layer=cfg.n_layers, n_positions=cfg.n_points,
-        )
+    if not isinstance(conf["model"], dict):
+        raise TypeError(f"config_extra['model'] must be a mapping, got {type(conf['model']).__name__}")
+    conf["model"].pop("use_first_n_layer", None)
+    conf["model"].update(
+        family="gpt2", n_dims=cfg.d, n_embd=cfg.width, n_head=cfg.heads,
+        n_layer=cfg.n_layers, n_positions=cfg.n_points,
+    )
+    lr = conf["training"].get("learning_rate") if isinstance(conf["training"], dict) else None
+    lr = check_positive(lr, "the config's training.learning_rate")
+    try:
+        text = yaml.safe_dump(conf, default_flow_style=False)
+    except yaml.YAMLError as err:
+        raise TypeError(f"config_extra holds a value YAML cannot write as plain data: {err}") from None
+    # Adam over their model's parameters: every tensor but the causal-mask buffers.
+    parameters = [t for k, t in state_dict.items() if not _LEGACY_BUFFER.match(k)]
+    optimizer_state = torch.optim.Adam(parameters, lr=lr).state_dict()
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
     tmp = folder / f".config.yaml.tmp{os.getpid()}"
-    tmp.write_text(_dump_yaml(conf))
+    tmp.write_text(text)
     os.replace(tmp, folder / "config.yaml")
     atomic_save(
-        {"model_state_dict": state_dict, "optimizer_state_dict": {"state": {}, "param_groups": []},
-         "train_step": train_step},
+        {"model_state_dict": state_dict, "optimizer_state_dict": optimizer_state, "train_step": train_step},
         folder / "state.pt",
     )
     if keep_model_file:
@@ -438,12 +480,9 @@ def save_garg_run(
 def read_garg_config(path) -> dict:
     """Read a ``config.yaml`` written by Garg et al.'s code (``yaml.dump`` of their arguments).
 
-    A deliberately small YAML reader, so the library does not depend on PyYAML: block
-    mappings and sequences (any indentation), plain, single- and double-quoted scalars
-    (null, booleans, integers, floats, strings), ``#`` comments and one-line flow
-    collections of scalars (``{}``, ``[]``, ``[a, b]``, ``{a: 1}``). Anything else —
-    anchors, tags, multi-line scalars — is kept as its text, never interpreted, and no
-    Python object is ever constructed from the file.
+    Read with ``yaml.safe_load``, as their evaluation code reads it: plain data only (no
+    Python object is constructed from the file), folded long strings and multi-line
+    strings included.
 
     Parameters
     ----------
@@ -452,6 +491,13 @@ def read_garg_config(path) -> dict:
     Returns
     -------
     dict
+        The parsed config (empty for an empty file).
+
+    Raises
+    ------
+    ValueError
+        The file cannot be read, is not YAML (the parser's message, with its line and
+        column, is included), or its top level is not a mapping.
     """
     path = Path(path)
     try:
@@ -459,9 +505,11 @@ def read_garg_config(path) -> dict:
     except OSError as err:
         raise ValueError(f"cannot read the config {str(path)!r}: {err}") from err
     try:
-        value = _parse_yaml(text)
-    except ValueError as err:
-        raise ValueError(f"{str(path)!r} is not a config.yaml this reader understands: {err}") from err
+        value = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ValueError(f"{str(path)!r} is not a YAML file safe_load reads: {err}") from None
+    if value is None:
+        return {}
     if not isinstance(value, dict):
         raise ValueError(f"{str(path)!r} must hold a mapping (its top level is a {type(value).__name__})")
     return value
@@ -560,11 +608,14 @@ def _model_section(conf: dict, where) -> dict:
             "to tfnewton's GPT-2 (their LSTM is a different architecture)"
         )
     out = {}
-    for key in ("n_dims", "n_positions", "n_embd", "n_layer", "n_head"):
+    for key in ("n_dims", "n_positions", "n_embd", "n_layer", "n_head", "use_first_n_layer"):
         if key in section and section[key] is not None:
             value = section[key]
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name}: model.{key} must be a positive int, got {value!r}")
+                hint = ""
+                if key == "use_first_n_layer" and value == 0:
+                    hint = " (0 would read the prediction out of the embeddings, before any block)"
+                raise ValueError(f"{name}: model.{key} must be a positive int, got {value!r}{hint}")
             out[key] = value
     return out
 
@@ -643,21 +694,27 @@ def _convert(state_dict: dict, model_conf: dict | None, *, heads, ln_eps: float,
                 f"but {(1, 1, positions, positions)} was expected from _backbone.wpe.weight"
             )
 
+    # Fu et al.'s probing runs read out after block n (their hidden_states[n], no final
+    # LayerNorm); n >= n_layer is the whole model, as in their code.
+    read_out_after = min(conf.get("use_first_n_layer", n_layers), n_layers)
     config = GPT2Config(
         d=d,
         n_points=positions // 2,  # an odd last position is unreachable by whole (x, y) pairs
-        n_layers=n_layers,
+        n_layers=read_out_after,
         width=width,
         heads=heads,
         layernorm=True,
         mlp_ratio=inner // width,
         ln_eps=ln_eps,
+        final_layernorm=read_out_after == n_layers,
     )
     ours = {}
     for garg_name, our_name in _OUTER_TENSORS.items():
+        if our_name.startswith("ln_f.") and not config.final_layernorm:
+            continue
         ours[our_name] = sd[garg_name]
     ours["wpe.weight"] = ours["wpe.weight"][: 2 * config.n_points]
-    for i in range(n_layers):
+    for i in range(read_out_after):
         for garg_name, (our_name, transposed) in _BLOCK_TENSORS.items():
             t = sd[f"_backbone.h.{i}.{garg_name}"]
             ours[f"blocks.{i}.{our_name}"] = t.t() if transposed else t
@@ -783,224 +840,3 @@ def _merge(into: dict, extra: Mapping) -> None:
             _merge(into[k], v)
         else:
             into[k] = dict(v) if isinstance(v, Mapping) else v
-
-
-# --------------------------------------------------------------------------------------
-# A small YAML reader and writer (the subset yaml.dump writes for their configs)
-# --------------------------------------------------------------------------------------
-# PyYAML's (YAML 1.1) resolvers, so a value reads as their yaml.safe_load reads it: a float
-# needs a dot, and an exponent needs a sign ("1e-4" is a string there).
-_INT = re.compile(r"^[-+]?(0|[1-9][0-9_]*)$")
-_FLOAT = re.compile(r"^([-+]?[0-9][0-9_]*\.[0-9_]*([eE][-+][0-9]+)?|[-+]?\.[0-9][0-9_]*([eE][-+][0-9]+)?)$")
-_PLAIN = re.compile(r"^[A-Za-z_/][A-Za-z0-9_./-]*( [A-Za-z0-9_./-]+)*$")
-_TRUE = {"true", "True", "TRUE", "yes", "Yes", "YES", "on", "On", "ON"}
-_FALSE = {"false", "False", "FALSE", "no", "No", "NO", "off", "Off", "OFF"}
-
-
-def _strip_comment(line: str) -> str:
-    # A '#' starts a comment at the line start or after a space, outside quotes. Inside
-    # single quotes '' is an escaped quote; inside double quotes a backslash escapes.
-    quote = None
-    i = 0
-    while i < len(line):
-        ch = line[i]
-        if quote == "'":
-            if ch == "'":
-                if line[i + 1:i + 2] == "'":
-                    i += 1
-                else:
-                    quote = None
-        elif quote == '"':
-            if ch == "\\":
-                i += 1
-            elif ch == '"':
-                quote = None
-        elif ch in "'\"" and (i == 0 or line[i - 1] in " :[{,-"):
-            quote = ch
-        elif ch == "#" and (i == 0 or line[i - 1] in " \t"):
-            return line[:i].rstrip()
-        i += 1
-    return line.rstrip()
-
-
-def _lines(text: str):
-    out = []
-    for raw in text.splitlines():
-        if raw.strip() in ("---", "...") or raw.lstrip().startswith("%"):
-            continue
-        line = _strip_comment(raw.replace("\t", "    "))
-        if line.strip():
-            out.append([len(line) - len(line.lstrip(" ")), line.strip()])
-    return out
-
-
-def _split_key(text: str):
-    """'key: value' -> (key, value) or None when the text is not a mapping entry."""
-    if text[:1] in "'\"":
-        end = text.find(text[0], 1)
-        while end != -1 and text[0] == "'" and text[end + 1:end + 2] == "'":
-            end = text.find("'", end + 2)
-        if end == -1 or not text[end + 1:].startswith(":"):
-            return None
-        rest = text[end + 2:]
-        if rest and not rest.startswith(" "):
-            return None
-        return _scalar(text[: end + 1]), rest.strip()
-    m = re.match(r"^([^:{}\[\],#]+?):(\s+(.*))?$", text)
-    if not m:
-        return None
-    return _scalar(m.group(1).strip()), (m.group(3) or "").strip()
-
-
-def _parse_yaml(text: str):
-    lines = _lines(text)
-    if not lines:
-        return {}
-    value, i = _block(lines, 0, lines[0][0])
-    if i != len(lines):
-        raise ValueError(f"unexpected indentation at {lines[i][1]!r}")
-    return value
-
-
-def _block(lines, i, indent):
-    if lines[i][1] == "-" or lines[i][1].startswith("- "):
-        return _sequence(lines, i, indent)
-    if _split_key(lines[i][1]) is None:
-        if i + 1 < len(lines) and lines[i + 1][0] > indent:
-            raise ValueError(f"multi-line values are not supported ({lines[i][1]!r})")
-        return _scalar(lines[i][1]), i + 1
-    return _mapping(lines, i, indent)
-
-
-def _mapping(lines, i, indent):
-    out = {}
-    while i < len(lines) and lines[i][0] == indent:
-        entry = _split_key(lines[i][1])
-        if entry is None:
-            raise ValueError(f"expected 'key: value', got {lines[i][1]!r}")
-        key, rest = entry
-        i += 1
-        if rest:
-            out[key] = _scalar(rest)
-        elif i < len(lines) and (
-            lines[i][0] > indent or (lines[i][0] == indent and (lines[i][1] == "-" or lines[i][1].startswith("- ")))
-        ):
-            out[key], i = _block(lines, i, lines[i][0])
-        else:
-            out[key] = None
-    if i < len(lines) and lines[i][0] > indent:
-        raise ValueError(f"unexpected indentation at {lines[i][1]!r}")
-    return out, i
-
-
-def _sequence(lines, i, indent):
-    out = []
-    while i < len(lines) and lines[i][0] == indent and (lines[i][1] == "-" or lines[i][1].startswith("- ")):
-        item = lines[i][1][1:].lstrip()
-        if not item:
-            i += 1
-            if i < len(lines) and lines[i][0] > indent:
-                value, i = _block(lines, i, lines[i][0])
-            else:
-                value = None
-            out.append(value)
-        elif _split_key(item) is not None or item.startswith("- "):
-            # "- key: value" opens a mapping whose first entry sits after the dash.
-            lines[i] = [indent + len(lines[i][1]) - len(item), item]
-            value, i = _block(lines, i, lines[i][0])
-            out.append(value)
-        else:
-            out.append(_scalar(item))
-            i += 1
-    return out, i
-
-
-def _scalar(text: str):
-    t = text.strip()
-    if t in ("", "~", "null", "Null", "NULL"):
-        return None
-    if t in _TRUE:
-        return True
-    if t in _FALSE:
-        return False
-    if len(t) >= 2 and t[0] == t[-1] == "'":
-        return t[1:-1].replace("''", "'")
-    if len(t) >= 2 and t[0] == t[-1] == '"':
-        body = t[1:-1]
-        simple = {"\\\\": "\\", '\\"': '"', "\\n": "\n", "\\t": "\t", "\\/": "/"}
-        return re.sub(r"\\[\\\"nt/]", lambda m: simple[m.group(0)], body)
-    if _INT.match(t):
-        return int(t.replace("_", ""))
-    if _FLOAT.match(t):
-        return float(t.replace("_", ""))
-    if t in (".inf", ".Inf", ".INF", "+.inf", "+.Inf", "+.INF"):
-        return math.inf
-    if t in ("-.inf", "-.Inf", "-.INF"):
-        return -math.inf
-    if t in (".nan", ".NaN", ".NAN"):
-        return math.nan
-    if t[0] == "[" and t[-1] == "]":
-        inner = t[1:-1].strip()
-        if not any(c in inner for c in "[]{}'\""):
-            return [_scalar(p) for p in inner.split(",")] if inner else []
-    if t[0] == "{" and t[-1] == "}":
-        inner = t[1:-1].strip()
-        if not inner:
-            return {}
-        if not any(c in inner for c in "[]{}'\""):
-            pairs = [_split_key(p.strip()) for p in inner.split(",")]
-            if all(p is not None for p in pairs):
-                return {k: _scalar(v) for k, v in pairs}
-    return t  # plain string (or something this reader keeps as text)
-
-
-def _dump_yaml(value, indent: int = 0) -> str:
-    """Block-style YAML with sorted keys, as ``yaml.dump(..., default_flow_style=False)``."""
-    pad = " " * indent
-    lines = []
-    for key in sorted(value):
-        v = value[key]
-        if isinstance(v, Mapping) and v:
-            lines.append(f"{pad}{_dump_scalar(key)}:")
-            lines.append(_dump_yaml(v, indent + 2))
-        elif isinstance(v, (list, tuple)) and v:
-            lines.append(f"{pad}{_dump_scalar(key)}:")
-            lines.extend(f"{pad}- {_dump_scalar(item)}" for item in v)
-        else:
-            lines.append(f"{pad}{_dump_scalar(key)}: {_dump_scalar(v)}")
-    return "\n".join(lines) + ("\n" if indent == 0 else "")
-
-
-def _dump_scalar(v) -> str:
-    if v is None:
-        return "null"
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, int):
-        return str(v)
-    if isinstance(v, float):
-        if math.isnan(v):
-            return ".nan"
-        if math.isinf(v):
-            return ".inf" if v > 0 else "-.inf"
-        r = repr(v)  # "1e-10" would read back as a string in YAML 1.1: write "1.0e-10"
-        mantissa, _, exponent = r.partition("e")
-        if "." not in mantissa:
-            mantissa += ".0"
-        return mantissa + ("e" + exponent if exponent else "")
-    if isinstance(v, Mapping):
-        if v:
-            raise ValueError("nested mappings inside a list are not written by this emitter")
-        return "{}"
-    if isinstance(v, (list, tuple)):
-        if v:
-            raise ValueError("nested lists are not written by this emitter")
-        return "[]"
-    if not isinstance(v, str):
-        raise TypeError(f"cannot write a {type(v).__name__} to config.yaml")
-    # Plain only for plain-looking words that read back as the same string; quoted otherwise.
-    if _PLAIN.match(v) and _scalar(v) == v:
-        return v
-    if "\n" in v:
-        raise ValueError("multi-line strings are not written by this emitter")
-    return "'" + v.replace("'", "''") + "'"
