@@ -3,8 +3,9 @@
 The stand-in has the released model's exact shape and file layout: a run folder with
 ``config.yaml`` (``yaml.dump`` of their arguments: family gpt2, n_dims 20, n_embd 256, n_head 8,
 n_layer 12, n_positions 101) and ``state.pt`` (``model_state_dict`` with the 50257-row token
-table and transformers 4.17's mask buffers, an ``optimizer_state_dict`` holding real Adam
-moments for every trained tensor, ``train_step``) — about as large as theirs. Its weights are
+table and the mask buffers of the transformers 4.17 they trained with, an
+``optimizer_state_dict`` holding real Adam moments for every trained tensor, ``train_step``) —
+about as large as theirs. Its weights are
 random (a freshly initialised model of that shape), so R² values mean nothing here; the
 times are what this measures:
 
@@ -36,28 +37,29 @@ from tfnewton.models import build_model, from_garg_checkpoint
 from tfnewton.models.garg import save_garg_run, to_garg_state_dict
 from tfnewton.probes import probe_iterates
 
-SHAPE = dict(d=20, n_layers=12, width=256, heads=8, n_points=101)  # their conf/models/standard.yaml + base.yaml
+SHAPE = dict(d=20, n_layers=12, width=256, heads=8, n_points=101)  # their released linear-regression model
 
 
 def write_stand_in(folder: Path) -> Path:
-    """A run folder shaped like models/linear_regression/pretrained of their release."""
+    """A run folder shaped like the linear-regression run of their release."""
     model = build_model("gpt2", SHAPE["d"], n_layers=SHAPE["n_layers"], width=SHAPE["width"],
                         heads=SHAPE["heads"], n_points=SHAPE["n_points"], seed=0)
-    run = save_garg_run(model, folder, train_step=500000, config_extra={
+    run = save_garg_run(model, folder, train_step=500000, legacy_buffers=True, config_extra={
         "config": "conf/linear_regression.yaml",
         "inherit": ["conf/base.yaml", "conf/wandb.yaml"],
         "training": {"curriculum": {"dims": {"start": 5, "end": 20}, "points": {"start": 11, "end": 41}},
                      "train_steps": 500001},
         "wandb": {"name": "linear_regression_pretrained", "project": "in-context-training"},
     })
-    # Their state.pt also carries Adam's moments for every tensor that had a gradient (not the
-    # unused token table): rebuild it with a real torch.optim.Adam so the file is as large as theirs.
-    state_dict = to_garg_state_dict(model)
-    params = [torch.nn.Parameter(t.clone()) for k, t in state_dict.items()
-              if t.is_floating_point() and t.ndim > 0 and not k.endswith("wte.weight")]
+    # Their state.pt also carries Adam's moments for every tensor that had a gradient (all but
+    # the unused token table): take a real torch.optim.Adam step so the file is as large as theirs.
+    state_dict = to_garg_state_dict(model, legacy_buffers=True)
+    names = [k for k in state_dict if not k.endswith((".attn.bias", ".attn.masked_bias"))]
+    params = [torch.nn.Parameter(state_dict[k].clone()) for k in names]
     adam = torch.optim.Adam(params, lr=1e-4)
-    for p in params:
-        p.grad = torch.randn_like(p) * 1e-3
+    for name, p in zip(names, params):
+        if not name.endswith("wte.weight"):
+            p.grad = torch.randn_like(p) * 1e-3
     adam.step()
     torch.save({"model_state_dict": state_dict, "optimizer_state_dict": adam.state_dict(),
                 "train_step": 500000}, run / "state.pt")
