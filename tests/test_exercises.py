@@ -1,0 +1,145 @@
+"""tfnewton.exercises: right answers pass quietly, wrong ones are named in words."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tfnewton.exercises import ExerciseError, check_function, check_newton_schulz_step, diagnose
+
+
+def _eye_like(A):
+    return torch.eye(A.shape[-1], dtype=A.dtype, device=A.device)
+
+
+# --------------------------------------------------------------------------------------
+# The pattern checker: one Newton–Schulz step
+# --------------------------------------------------------------------------------------
+@pytest.mark.parametrize("solution", [
+    lambda A, X: 2 * X - X @ A @ X,
+    lambda A, X: X @ (2 * _eye_like(A) - A @ X),
+    lambda A, X: (2 * _eye_like(A) - X @ A) @ X,
+], ids=["2X-XAX", "X(2I-AX)", "(2I-XA)X"])
+def test_a_correct_solution_passes_and_says_so(solution, capsys):
+    assert check_newton_schulz_step(solution) is None
+    out = capsys.readouterr().out
+    assert out.startswith("newton_schulz_step: correct on 6 random cases")
+    assert "float64 and float32" in out
+
+
+WRONG = {
+    "sign": (lambda A, X: X @ A @ X - 2 * X, ["sign is flipped"]),
+    "transposed factor": (lambda A, X: 2 * X - X.mT @ A @ X, ["transposed", "XᵀAX"]),
+    "transposed answer": (lambda A, X: (2 * X - X @ A @ X).mT, ["transpose of the expected answer"]),
+    "one problem's shape": (lambda A, X: (2 * X - X @ A @ X)[0], ["not batched", "shape (3, 3)", "(4, 3, 3)"]),
+    "wrong shape": (lambda A, X: (2 * X - X @ A @ X)[..., :1], ["shape is wrong", "(4, 3, 3)", "(4, 3, 1)"]),
+    "factor": (lambda A, X: 3 * (2 * X - X @ A @ X), ["constant factor", "3 times"]),
+    "first term X": (lambda A, X: X - X @ A @ X, ["first term is X", "2X"]),
+    "entrywise": (lambda A, X: 2 * X - X * A * X, ["entry by entry"]),
+    "wrong order": (lambda A, X: 2 * X - A @ X @ X, ["wrong order", "AXX"]),
+    "dtype": (lambda A, X: (2 * X - X @ A @ X).double(), ["dtype is wrong", "float64 for float32"]),
+    "first problem's A": (lambda A, X: 2 * X - X @ A[0] @ X, ["not batched", "batch size 1"]),
+    "in place": (lambda A, X: X.mul_(2) - (X / 2) @ A @ (X / 2), ["changes its argument X in place"]),
+    "single-matrix op": (lambda A, X: 2 * X - torch.mm(torch.mm(X, A), X), ["raised RuntimeError", "@"]),
+    "returns nothing": (lambda A, X: None, ["returns None", "expected a float64 tensor"]),
+}
+
+
+@pytest.mark.parametrize("mistake", list(WRONG))
+def test_a_wrong_solution_is_named(mistake, capsys):
+    fn, words = WRONG[mistake]
+    with pytest.raises(ExerciseError) as info:
+        check_newton_schulz_step(fn)
+    message = str(info.value)
+    for word in words:
+        assert word in message, (word, message)
+    assert "on inputs" in message  # the case is described
+    assert capsys.readouterr().out == ""  # no confirmation for a wrong answer
+
+
+def test_exercise_error_is_an_assertion_error_and_fn_must_be_callable():
+    assert issubclass(ExerciseError, AssertionError)
+    with pytest.raises(TypeError, match="fn must be a function"):
+        check_newton_schulz_step(torch.zeros(3))
+
+
+def test_device_is_a_parameter(capsys):
+    check_newton_schulz_step(lambda A, X: 2 * X - X @ A @ X, device="cpu")
+    assert "correct" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="device"):
+        check_newton_schulz_step(lambda A, X: X, device="no-such-device")
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_a_solution_that_leaves_the_device_is_named():
+    check_newton_schulz_step(lambda A, X: 2 * X - X @ A @ X, device="cuda")
+    with pytest.raises(ExerciseError, match="device is wrong"):
+        check_newton_schulz_step(lambda A, X: (2 * X - X @ A @ X).cpu(), device="cuda")
+
+
+# --------------------------------------------------------------------------------------
+# The reusable pieces
+# --------------------------------------------------------------------------------------
+_shapes = st.tuples(st.integers(1, 5), st.integers(1, 4), st.integers(1, 4))
+
+
+def _tensor(shape, seed, dtype=torch.float64):
+    return torch.randn(shape, generator=torch.Generator().manual_seed(seed), dtype=dtype)
+
+
+@settings(deadline=None, max_examples=50)
+@given(shape=_shapes, seed=st.integers(0, 2**16),
+       factor=st.floats(-100, 100).filter(lambda c: abs(c) > 1e-3 and abs(abs(c) - 1) > 1e-3))
+def test_diagnose_names_the_factor_and_passes_the_right_answer(shape, seed, factor):
+    expected = _tensor(shape, seed)
+    assert diagnose(expected.clone(), expected) is None
+    assert diagnose(expected * (1 + 1e-12), expected) is None  # rounding is not a mistake
+    message = diagnose(factor * expected, expected)
+    assert "constant factor" in message and f"{factor:.6g} times" in message
+    assert ("sign is flipped" in message) == (factor < 0)
+    assert "sign is flipped" in diagnose(-expected, expected)
+
+
+@settings(deadline=None, max_examples=30)
+@given(shape=_shapes, seed=st.integers(0, 2**16))
+def test_diagnose_shapes_dtype_and_device(shape, seed):
+    expected = _tensor(shape, seed)
+    assert "not batched" in diagnose(expected[0], expected)
+    assert "dtype is wrong" in diagnose(expected.float(), expected)
+    assert "device is wrong" in diagnose(torch.empty(shape, dtype=torch.float64, device="meta"), expected)
+    assert "shape is wrong" in diagnose(expected.unsqueeze(0).expand(2, *shape), expected)
+    assert "NaN" in diagnose(torch.full(shape, float("nan"), dtype=torch.float64), expected)
+
+
+def test_diagnose_transposition_batch_mixing_and_largest_error():
+    expected = _tensor((3, 4, 4), 0)
+    assert "transpose of the expected answer" in diagnose(expected.mT, expected)
+    assert "shape is transposed" in diagnose(_tensor((3, 2, 5), 1).mT, _tensor((3, 2, 5), 1))
+    mixed = expected.clone()
+    mixed[1:] += 1.0
+    assert "right for problem(s) [0]" in diagnose(mixed, expected)
+    wrong = expected.clone()
+    wrong[2, 1, 3] += 5.0
+    wrong[:2] -= 0.5
+    message = diagnose(wrong, expected)
+    assert "values are wrong" in message and "index (2, 1, 3)" in message
+
+
+def test_check_function_is_the_pattern(capsys):
+    """A chapter's checker in a few lines: cases from the library, known mistakes by name."""
+    g = torch.Generator().manual_seed(0)
+    cases = []
+    for B, d in ((3, 4), (1, 2)):
+        v = torch.randn(B, d, generator=g, dtype=torch.float64)
+        cases.append(((v,), v / v.norm(dim=-1, keepdim=True)))
+    mistakes = {"you divide by the squared norm": lambda v: v / (v * v).sum(-1, keepdim=True)}
+    check_function(lambda v: v / v.norm(dim=-1, keepdim=True), cases, name="normalize", known_mistakes=mistakes)
+    assert capsys.readouterr().out.startswith("normalize: correct on 2 random cases (float64, batches of 1 to 3)")
+    with pytest.raises(ExerciseError, match="you divide by the squared norm"):
+        check_function(lambda v: v / (v * v).sum(-1, keepdim=True), cases, name="normalize",
+                       known_mistakes=mistakes)
+    with pytest.raises(ExerciseError, match="not batched"):  # normalises the whole batch at once
+        check_function(lambda v: v / v.norm(), cases, name="normalize")

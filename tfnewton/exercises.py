@@ -1,0 +1,374 @@
+r"""Checkers for the book's exercises: run a student's function, say in words what is wrong.
+
+``check_<name>(fn)`` runs ``fn`` on random, seeded problems and compares its answers with the
+library's reference. On a wrong answer it raises :class:`ExerciseError` (an
+``AssertionError``, so it also fails a test) whose message names the mistake: a wrong shape
+(expected against got), a missing batch axis, a wrong dtype or device, a wrong sign, an
+answer off by a constant factor (and which), a transposed answer, a known mistake of that
+exercise by name, or else the largest error and where it is. On success it prints one line
+and returns ``None``.
+
+>>> import torch
+>>> from tfnewton.exercises import ExerciseError, check_newton_schulz_step
+>>> check_newton_schulz_step(lambda A, X: 2 * X - X @ A @ X)
+newton_schulz_step: correct on 6 random cases (float64 and float32, batches of 1 to 8).
+>>> try:
+...     check_newton_schulz_step(lambda A, X: X @ A @ X - 2 * X)
+... except ExerciseError as err:
+...     print(str(err).splitlines()[0])
+newton_schulz_step is wrong: the sign is flipped (you return −1 times the expected answer).
+
+How a chapter adds its checker
+------------------------------
+Two ingredients, then one call to :func:`check_function`:
+
+1. **cases**: a list of ``(arguments, expected)`` pairs. The arguments are drawn with a
+   ``torch.Generator`` seeded by a fixed number (a student sees the same cases twice),
+   batch axis first, in a few sizes, with at least one case of batch size 1 and one in
+   float32 (dtype mistakes show only when the inputs are not float64), moved to
+   ``device``. The expected answer comes from the library (an algorithm of
+   :mod:`tfnewton.algorithms`), never from a second copy of the maths.
+2. **known_mistakes** (optional): ``{"what the student did, in words": wrong_fn}`` for the
+   mistakes the chapter expects; an answer equal to ``wrong_fn(*arguments)`` is reported
+   by that sentence.
+
+::
+
+    def check_gradient_step(fn, *, device=None):
+        generator = torch.Generator().manual_seed(0)
+        cases = []
+        for B, n, d, dtype in ((4, 8, 3, torch.float64), (1, 5, 2, torch.float64), (3, 6, 4, torch.float32)):
+            task = sample_linear_regression(B, n, d, generator=generator, dtype=dtype, device=device)
+            steps = gradient_descent_least_squares(task.X, task.y, 1, lr=0.1)   # (2, B, d)
+            cases.append(((task.X, task.y, steps[0], 0.1), steps[1]))
+        check_function(fn, cases, name="gradient_step", known_mistakes={
+            "the gradient lacks its 1/n": lambda X, y, w, lr: ...})
+
+The generic diagnoses (shape, batch, dtype, device, sign, factor, transposition, in-place
+changes, exceptions) need no code in the chapter. :func:`diagnose` compares one answer with
+one expected tensor, for checkers that need their own loop.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Mapping, Sequence
+
+import torch
+
+from ._validate import check_device
+from .algorithms import default_newton_alpha, newton_schulz
+from .tasks import sample_matrices
+
+__all__ = [
+    "ExerciseError",
+    "check_function",
+    "diagnose",
+    "describe",
+    "tolerance",
+    "check_newton_schulz_step",
+]
+
+
+class ExerciseError(AssertionError):
+    """A student's function gave a wrong answer; the message says what is wrong, in words."""
+
+
+def tolerance(dtype: torch.dtype) -> float:
+    """Relative error accepted as correct: 1e-9 in float64, 1e-4 in float32, 1e-2 below.
+
+    Rounding differs with the order of operations (``(XA)X`` against ``X(AX)``), so an
+    answer is compared up to its dtype's rounding, never bit for bit.
+    """
+    if dtype == torch.float64:
+        return 1e-9
+    if dtype == torch.float32:
+        return 1e-4
+    return 1e-2
+
+
+def describe(value) -> str:
+    """A short description of a value: ``"a float64 tensor of shape (4, 3, 3)"``."""
+    if value is None:
+        return "None"
+    if isinstance(value, torch.Tensor):
+        device = "" if value.device.type == "cpu" else f" on {value.device}"
+        return f"a {str(value.dtype).removeprefix('torch.')} tensor of shape {tuple(value.shape)}{device}"
+    return f"a {type(value).__name__}"
+
+
+def _relative_error(got: torch.Tensor, expected: torch.Tensor) -> float:
+    """‖got − expected‖ / ‖expected‖ over the whole tensor, in float64."""
+    got, expected = got.double(), expected.double()
+    scale = expected.norm().item()
+    return (got - expected).norm().item() / (scale if scale > 0 else 1.0)
+
+
+def diagnose(
+    got,
+    expected: torch.Tensor,
+    *,
+    inputs: Sequence | None = None,
+    known_mistakes: Mapping[str, Callable] | None = None,
+    rtol: float | None = None,
+) -> str | None:
+    """What is wrong with ``got``, in words; ``None`` when it equals ``expected``.
+
+    Parameters
+    ----------
+    got : object
+        What the student's function returned.
+    expected : Tensor of shape (B, ...)
+        The library's answer, batch axis first.
+    inputs : sequence, optional
+        The arguments the answer was computed from; needed for ``known_mistakes``.
+    known_mistakes : mapping of str to callable, optional
+        ``{"description": wrong_fn}``: when ``got`` equals ``wrong_fn(*inputs)`` the
+        description is the diagnosis.
+    rtol : float, optional
+        Relative error accepted (default :func:`tolerance` of ``expected.dtype``).
+
+    Returns
+    -------
+    str or None
+        The first diagnosis that applies, in this order: not a tensor; wrong shape (a
+        missing batch axis and a transposed shape are named); wrong dtype; wrong device;
+        NaN or infinity; a known mistake; a flipped sign; a constant factor; a transposed
+        answer; right for some problems of the batch only; else the largest error and
+        where it is.
+    """
+    rtol = tolerance(expected.dtype) if rtol is None else rtol
+    want = f"expected {describe(expected)}"
+    if not isinstance(got, torch.Tensor):
+        return f"it returns {describe(got)}; {want}."
+    if got.shape != expected.shape:
+        shape = tuple(got.shape)
+        if expected.ndim >= 2 and shape == tuple(expected.shape[1:]):
+            return (
+                f"it is not batched: it returns shape {shape}, the shape of one problem, for a "
+                f"batch of {expected.shape[0]} problems (expected shape {tuple(expected.shape)}). "
+                "Keep the batch axis first: @ (torch.matmul) multiplies the last two axes problem by "
+                "problem, and .mT transposes them (.T and torch.mm work on single matrices only)."
+            )
+        if expected.ndim >= 2 and shape == tuple(expected.mT.shape):
+            return (
+                f"the shape is transposed: it returns shape {shape}, expected {tuple(expected.shape)} "
+                "(swap the last two axes, or multiply in the other order)."
+            )
+        return f"the shape is wrong: expected shape {tuple(expected.shape)}, got {shape}."
+    if got.dtype != expected.dtype:
+        return (
+            f"the dtype is wrong: it returns {str(got.dtype).removeprefix('torch.')} for "
+            f"{str(expected.dtype).removeprefix('torch.')} inputs. Return the inputs' dtype: do not "
+            "hard-code dtype=... or call .double()/.float(); new tensors can take it from an input "
+            "(torch.eye(d, dtype=A.dtype, device=A.device))."
+        )
+    if got.device != expected.device:
+        return (
+            f"the device is wrong: it returns a tensor on {got.device} for inputs on "
+            f"{expected.device}. Create new tensors with device=A.device (or torch.zeros_like)."
+        )
+    if not bool(torch.isfinite(got).all()):
+        return "it returns NaN or infinite values (a division by zero, or an overflow?)."
+    if _relative_error(got, expected) <= rtol:
+        return None
+    for description, wrong in (known_mistakes or {}).items():
+        try:
+            candidate = wrong(*inputs)
+        except Exception:  # noqa: BLE001 - a mistake that cannot apply to these inputs
+            continue
+        if candidate.shape == got.shape and _relative_error(got, candidate) <= rtol:
+            return f"{description}."
+    e, g = expected.double().flatten(), got.double().flatten()
+    factor = (g @ e / (e @ e)).item() if (e @ e) > 0 else 0.0
+    if factor != 0.0 and _relative_error(got, factor * expected) <= rtol:
+        if abs(factor + 1) <= 1e-6:
+            return "the sign is flipped (you return −1 times the expected answer)."
+        sign = " and the sign is flipped" if factor < 0 else ""
+        return (
+            f"it is off by a constant factor: you return {factor:.6g} times the expected answer{sign} "
+            "(a missing or extra constant, or a wrong scaling?)."
+        )
+    if expected.ndim >= 3 and expected.shape[-1] == expected.shape[-2] and _relative_error(got.mT, expected) <= rtol:
+        return "it is transposed: you return the transpose of the expected answer (problem by problem)."
+    if expected.ndim >= 1 and expected.shape[0] > 1:
+        per_problem = [_relative_error(got[b], expected[b]) <= rtol for b in range(expected.shape[0])]
+        if any(per_problem):
+            right = [b for b, ok in enumerate(per_problem) if ok]
+            return (
+                f"it is right for problem(s) {right} of the batch of {expected.shape[0]} only: does it "
+                "use one problem's input for all (A[0]), or mix problems (a sum or reshape over the "
+                "batch axis)?"
+            )
+    err = (got.double() - expected.double()).abs()
+    where = tuple(int(i) for i in torch.unravel_index(err.argmax(), err.shape))
+    return (
+        f"the values are wrong: relative error {_relative_error(got, expected):.2e} (accepted: "
+        f"{rtol:.0e}); the largest error is at index {where}: expected "
+        f"{expected[where].item():.6g}, got {got[where].item():.6g}."
+    )
+
+
+def _call(fn, args, name: str, where: str):
+    """``fn(*args)``; an exception becomes an ExerciseError that says what the call was."""
+    try:
+        return fn(*args)
+    except Exception as err:  # noqa: BLE001 - any error of the student's code is reported
+        text = str(err).splitlines()[0] if str(err) else ""
+        hint = ""
+        lowered = text.lower()
+        if any(s in lowered for s in ("shape", "size", "dimension", "matrix", "mat1", "2d")):
+            hint = (
+                " This is a shape error: the inputs have the batch axis first, so use @ "
+                "(torch.matmul) and .mT, which act on the last two axes problem by problem."
+            )
+        elif "device" in lowered:
+            hint = " Create new tensors on the inputs' device (device=A.device)."
+        elif "dtype" in lowered or "scalar type" in lowered:
+            hint = " Create new tensors in the inputs' dtype (dtype=A.dtype)."
+        raise ExerciseError(
+            f"{name} raised {type(err).__name__}: {text} ({where}).{hint}"
+        ) from err
+
+
+def check_function(
+    fn: Callable,
+    cases: Sequence[tuple[Sequence, torch.Tensor]],
+    *,
+    name: str,
+    known_mistakes: Mapping[str, Callable] | None = None,
+    rtol: float | None = None,
+) -> None:
+    """Run ``fn`` on every case; raise :class:`ExerciseError` at the first wrong answer.
+
+    Parameters
+    ----------
+    fn : callable
+        The student's function.
+    cases : sequence of (arguments, expected) pairs
+        ``arguments`` is a tuple passed as ``fn(*arguments)`` (batch axis first on every
+        tensor; each tensor is passed as a copy, so an in-place change of an input is caught
+        and named); ``expected`` is the library's answer, shape ``(B, ...)``.
+    name : str
+        The function's name in the messages.
+    known_mistakes, rtol
+        As in :func:`diagnose`.
+
+    Raises
+    ------
+    ExerciseError
+        With the diagnosis and the case (its shapes and dtype). When the answer is wrong on a
+        batch but right on each of its problems alone, the diagnosis is that ``fn`` is not
+        batched.
+    TypeError
+        ``fn`` is not callable.
+    """
+    if not callable(fn):
+        raise TypeError(f"fn must be a function (your solution), got {describe(fn)}")
+    try:
+        arg_names = list(inspect.signature(fn).parameters)
+    except (TypeError, ValueError):  # a builtin without a signature
+        arg_names = []
+    dtypes, batches = set(), set()
+    for args, expected in cases:
+        where = "on inputs " + ", ".join(describe(a) for a in args)
+        copies = tuple(a.clone() if isinstance(a, torch.Tensor) else a for a in args)
+        got = _call(fn, copies, name, where)
+        for i, (a, c) in enumerate(zip(args, copies)):
+            if isinstance(a, torch.Tensor) and not torch.equal(a, c):
+                arg = arg_names[i] if i < len(arg_names) else f"number {i + 1}"
+                raise ExerciseError(
+                    f"{name} changes its argument {arg} in place ({where}); compute a new tensor "
+                    "instead (X = 2 * X - ... makes a new one; X *= 2 or X.mul_(2) changes the input)."
+                )
+        problem = diagnose(got, expected, inputs=args, known_mistakes=known_mistakes, rtol=rtol)
+        if problem is not None:
+            if problem.startswith(("the values are wrong", "it is right for problem")):
+                problem = _batch_diagnosis(fn, args, expected, rtol) or problem
+            raise ExerciseError(f"{name} is wrong: {problem}\n({where})")
+        dtypes.add(str(expected.dtype).removeprefix("torch."))
+        batches.add(expected.shape[0])
+    kinds = " and ".join(sorted(dtypes, reverse=True))
+    sizes = f"batches of {min(batches)} to {max(batches)}" if len(batches) > 1 else f"batch size {min(batches)}"
+    print(f"{name}: correct on {len(cases)} random cases ({kinds}, {sizes}).")
+
+
+def _batch_diagnosis(fn, args, expected, rtol) -> str | None:
+    """'not batched' when ``fn`` is right on every problem alone but wrong on the batch."""
+    B = expected.shape[0]
+    if B < 2:
+        return None
+    for b in range(B):
+        one = tuple(a[b:b + 1].clone() if isinstance(a, torch.Tensor) else a for a in args)
+        try:
+            got = fn(*one)
+        except Exception:  # noqa: BLE001 - then the batch is not the only problem
+            return None
+        if diagnose(got, expected[b:b + 1], rtol=rtol) is not None:
+            return None
+    return (
+        f"it is not batched: it is right on each problem alone (batch size 1) but wrong on a batch "
+        f"of {B}. Keep the batch axis first and never sum, reshape or index across it; @ and .mT "
+        "act on the last two axes problem by problem."
+    )
+
+
+# --------------------------------------------------------------------------------------
+# The chapters' checkers
+# --------------------------------------------------------------------------------------
+def check_newton_schulz_step(fn: Callable, *, device=None) -> None:
+    r"""Check one Newton–Schulz step: ``fn(A, X)`` must return ``2X − X A X``.
+
+    Parameters
+    ----------
+    fn : callable
+        ``fn(A, X) -> Tensor of shape (B, d, d)`` for ``A, X`` of shape ``(B, d, d)``, in the
+        inputs' dtype and on their device.
+    device : str or torch.device, optional
+        Where the cases live (default CPU).
+
+    Raises
+    ------
+    ExerciseError
+        On the first case answered wrongly, saying what is wrong.
+
+    Notes
+    -----
+    The cases are Newton–Schulz iterates ``X_t`` (``t`` = 0, 1, 2) of random non-symmetric
+    matrices (:func:`tfnewton.tasks.sample_matrices`, ``κ`` from 5 to 50) with a random
+    start ``X_0 = αAᵀ``, so products in the wrong order or with a transposed factor give
+    different numbers; the reference is ``X_{t+1}`` of
+    :func:`tfnewton.algorithms.newton_schulz`. Batches of 1 to 8, ``d`` from 2 to 7, five
+    cases in float64 and one in float32.
+    """
+    device = check_device(device)
+    generator = torch.Generator().manual_seed(2024)
+    cases = []
+    # (batch, d, condition number, t, dtype)
+    for B, d, kappa, t, dtype in ((4, 3, 10.0, 0, torch.float64), (1, 5, 5.0, 1, torch.float64),
+                                  (8, 2, 20.0, 2, torch.float64), (3, 7, 50.0, 1, torch.float64),
+                                  (2, 4, 10.0, 0, torch.float64), (5, 6, 10.0, 1, torch.float32)):
+        A = sample_matrices(B, d, kappa, generator=generator, dtype=torch.float64)
+        scale = 0.5 + 1.4 * torch.rand(B, generator=generator, dtype=torch.float64)  # α in (0.5, 1.9)/σ²
+        iterates = newton_schulz(A, t + 1, alpha=scale * default_newton_alpha(A))  # (t + 2, B, d, d)
+        A, X, X_next = (v.to(device=device, dtype=dtype) for v in (A, iterates[t], iterates[t + 1]))
+        cases.append(((A, X), X_next))
+    check_function(
+        fn,
+        cases,
+        name="newton_schulz_step",
+        known_mistakes={
+            "X is transposed in the product: you compute 2X − XᵀAX; the step is 2X − XAX":
+                lambda A, X: 2 * X - X.mT @ A @ X,
+            "A is transposed in the product: you compute 2X − XAᵀX; the step is 2X − XAX":
+                lambda A, X: 2 * X - X @ A.mT @ X,
+            "the product is in the wrong order: you compute 2X − AXX; the step is 2X − XAX":
+                lambda A, X: 2 * X - A @ X @ X,
+            "the product is in the wrong order: you compute 2X − XXA; the step is 2X − XAX":
+                lambda A, X: 2 * X - X @ X @ A,
+            "you multiply entry by entry (*) where the step needs matrix products (@): 2X − X*A*X":
+                lambda A, X: 2 * X - X * A * X,
+            "the first term is X; it should be 2X (the step is 2X − XAX = X(2I − AX))":
+                lambda A, X: X - X @ A @ X,
+        },
+    )
