@@ -386,7 +386,8 @@ def save_garg_run(
     """Write ``model`` as a run folder of Garg et al.'s code: ``config.yaml`` and ``state.pt``.
 
     Their evaluation code's ``get_model_from_run(folder)`` loads it, their training resumes
-    from it, and so does :func:`~tfnewton.models.garg.from_garg_checkpoint`. ``state.pt``
+    from it (on today's transformers; pass ``legacy_buffers=True`` for the 4.17 they pin),
+    and so does :func:`~tfnewton.models.garg.from_garg_checkpoint`. ``state.pt``
     holds ``model_state_dict`` (:func:`~tfnewton.models.garg.to_garg_state_dict`),
     ``optimizer_state_dict`` and ``train_step``. The optimizer state is that of
     ``torch.optim.Adam(their_model.parameters(), lr=training.learning_rate)`` before its first
