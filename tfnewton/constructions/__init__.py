@@ -8,6 +8,8 @@ One file per construction, the derivation in its docstring:
     Iterative Newton for in-context least squares: ``steps + 2`` layers.
 ``gd_regression_transformer``     :mod:`~tfnewton.constructions.gd_regression`
     Gradient descent on the in-context loss: 1 layer per step (von Oswald et al.).
+``in_context_ista_transformer``   :mod:`~tfnewton.constructions.ista_transformer`
+    The in-context LISTA variant for sparse recovery: attention + ReLU MLP per step, ``2K + 1`` layers.
 
 Every model follows the hook protocol of the library (``embed`` → ``blocks`` →
 ``readout``), is made of :mod:`tfnewton.layers` classes only, and says where each
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 from ._base import Construction, RegressionConstruction, TokenLayout
 from .gd_regression import GDRegressionTransformer, gd_regression_transformer
+from .ista_transformer import InContextISTATransformer, in_context_ista_transformer
 from .newton_regression import NewtonRegressionTransformer, newton_regression_transformer
 from .newton_schulz import NewtonSchulzTransformer, newton_schulz_transformer
 
@@ -32,4 +35,6 @@ __all__ = [
     "NewtonRegressionTransformer",
     "gd_regression_transformer",
     "GDRegressionTransformer",
+    "in_context_ista_transformer",
+    "InContextISTATransformer",
 ]
