@@ -207,7 +207,11 @@ def test_probe_reads_iterate_k_from_the_query_token_at_block_of_step(kind):
     else:
         model, ref = gd_regression_transformer(d, steps, lr=0.5), gradient_descent_least_squares(X, y, steps, lr=0.5)
     hidden = model.hidden_states(X, y, x_q)  # (L + 1, B, T, D)
-    query = int(model.x_token_positions(n)[n])
+    # The hook protocol: x_token_positions(n) are the n context tokens, the query sits at
+    # query_position(n), right after them.
+    assert model.x_token_positions(n).tolist() == list(range(n))
+    query = model.query_position(n)
+    assert query == n and model.takes_query
     captured = []
     hooks = [b.register_forward_hook(lambda m, i, o: captured.append(o)) for b in model.blocks]
     model(X, y, x_q)

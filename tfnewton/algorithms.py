@@ -32,6 +32,10 @@ steps to reach ``‖R_t‖ ≤ ε`` is ``⌈log₂(κ(A)² · ln(1/ε))⌉`` at 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Callable
 
 import torch
 
@@ -54,6 +58,15 @@ __all__ = [
     "fista",
     "lasso_objective",
     "soft_threshold",
+    "REQUIRED",
+    "TASK_KINDS",
+    "Algorithm",
+    "ALGORITHMS",
+    "register_algorithm",
+    "as_algorithm",
+    "iterates",
+    "prefix_predictions",
+    "step_list",
 ]
 
 
@@ -649,3 +662,319 @@ def fista(X: torch.Tensor, y: torch.Tensor, lam: float, steps: int, lr=None) -> 
         beta, tau = beta_new, tau_new
         out[t + 1] = beta
     return out
+
+
+# =========================================================================== the registry
+#
+# The names that tfnewton.probes.probe_iterates, tfnewton.metrics.match_algorithm and
+# tfnewton.compare accept for an algorithm, each with what it solves and its own parameters.
+
+
+class _Required:
+    """The default of a parameter that has none (``mu`` of a logistic method, ``lam`` of ISTA)."""
+
+    def __repr__(self) -> str:
+        return "REQUIRED"
+
+
+#: Marks a parameter of an :class:`Algorithm` that has no default and must be given.
+REQUIRED = _Required()
+
+#: The task kinds an :class:`Algorithm` may say it solves.
+TASK_KINDS = ("linear_regression", "logistic_regression", "sparse_recovery")
+
+
+@dataclass(frozen=True)
+class Algorithm:
+    """One entry of :data:`ALGORITHMS`: an iterative method the probes and ``compare`` can name.
+
+    Calling it runs it: ``algorithm(X, y, steps, **params) -> (steps + 1, B, d)``, every
+    iterate from ``w_0``.
+
+    Parameters
+    ----------
+    name : str
+    function : callable
+        ``function(X, y, steps, **params) -> Tensor (steps + 1, B, d)``. For an algorithm that
+        ``needs_fit``, a builder ``function(**params) -> module`` instead: the module has
+        ``fit(...)`` and ``iterates(X, y) -> (layers + 1, B, d)`` (every layer's estimate);
+        pass the *fitted* module wherever an algorithm is asked for.
+    task : str
+        The kind of problem it solves, one of :data:`TASK_KINDS`.
+    parameters : mapping, optional
+        Its own parameters and their defaults (:data:`REQUIRED` when there is none), e.g.
+        ``{"mu": REQUIRED}`` or ``{"lr": None}``. Only these are accepted; ``None`` accepts
+        any keyword (a user's callable).
+    needs_fit : bool
+        A learned method (LISTA-type): its parameters are fitted on problems before it runs.
+    online : bool
+        Its iterate ``k`` is the estimate after the first ``k`` examples (one pass over the
+        context): ``steps`` is ignored and ``n + 1`` iterates come back.
+    description : str
+        One line for tables and error messages.
+    """
+
+    name: str
+    function: Callable
+    task: str = "linear_regression"
+    parameters: Mapping | None = field(default_factory=dict)
+    needs_fit: bool = False
+    online: bool = False
+    description: str = ""
+
+    def __post_init__(self):
+        if not isinstance(self.name, str) or not self.name:
+            raise TypeError(f"name must be a non-empty str, got {self.name!r}")
+        if not callable(self.function):
+            raise TypeError(f"function must be callable, got {type(self.function).__name__}")
+        if self.task not in TASK_KINDS:
+            raise ValueError(f"task must be one of {TASK_KINDS}, got {self.task!r}")
+        if self.parameters is not None:
+            if not isinstance(self.parameters, Mapping) or not all(isinstance(k, str) for k in self.parameters):
+                raise TypeError(f"parameters must be a mapping name -> default, got {self.parameters!r}")
+            object.__setattr__(self, "parameters", MappingProxyType(dict(self.parameters)))
+
+    def resolve_parameters(self, **params) -> dict:
+        """The keyword arguments a run uses: the defaults, overridden by ``params``.
+
+        Raises
+        ------
+        ValueError
+            A parameter the algorithm does not take, or a required one missing.
+        """
+        if self.parameters is None:
+            return dict(params)
+        unknown = sorted(set(params) - set(self.parameters))
+        if unknown:
+            takes = ", ".join(self.parameters) or "no parameters"
+            raise ValueError(f"{self.name} takes {takes}; got {', '.join(unknown)}")
+        merged = {**self.parameters, **params}
+        missing = [k for k, value in merged.items() if value is REQUIRED]
+        if missing:
+            raise ValueError(f"{self.name} needs {', '.join(missing)} (no default)")
+        return merged
+
+    def build(self, **params):
+        """A new, unfitted module of a learned algorithm (``needs_fit``): ``function(**params)``."""
+        if not self.needs_fit:
+            raise TypeError(f"{self.name} is not fitted; run it with {self.name}(X, y, steps, ...)")
+        return self.function(**self.resolve_parameters(**params))
+
+    def __call__(self, X: torch.Tensor, y: torch.Tensor, steps: int, **params) -> torch.Tensor:
+        if self.needs_fit:
+            raise TypeError(
+                f"{self.name} must be fitted before it runs: module = ALGORITHMS[{self.name!r}].build(...); "
+                "module.fit(...); then pass the fitted module as the algorithm"
+            )
+        steps = _check_steps(steps)
+        return self.function(X, y, steps, **self.resolve_parameters(**params))
+
+
+#: Every named algorithm, ``name -> Algorithm``; add one with :func:`register_algorithm`.
+ALGORITHMS: dict = {}
+
+
+def register_algorithm(
+    name: str,
+    function: Callable,
+    *,
+    task: str = "linear_regression",
+    parameters: Mapping | None = None,
+    needs_fit: bool = False,
+    online: bool = False,
+    description: str = "",
+    replace: bool = False,
+) -> Algorithm:
+    """Add an algorithm to :data:`ALGORITHMS`, so the probes and ``compare`` accept its name.
+
+    Parameters
+    ----------
+    name : str
+    function : callable
+        ``function(X, y, steps, **params) -> (steps + 1, B, d)``: adapt a function whose
+        arguments come in another order with a small wrapper (see the example). For
+        ``needs_fit``, a builder ``function(**params) -> module`` (see :class:`Algorithm`).
+    task, parameters, needs_fit, online, description
+        As in :class:`Algorithm`; ``parameters`` defaults to none.
+    replace : bool
+        Overwrite an entry of the same name (otherwise that is an error).
+
+    Returns
+    -------
+    Algorithm
+
+    Examples
+    --------
+    Damped Newton for logistic regression takes ``(X, y, mu, steps)``, with ``mu`` required:
+    wrap it into the registry's order and declare its parameters (the module that defines the
+    algorithm registers it, once, at import):
+
+    >>> from tfnewton.algorithms import REQUIRED, damped_newton_logistic, register_algorithm
+    >>> def damped_newton(X, y, steps, mu):
+    ...     return damped_newton_logistic(X, y, mu, steps)
+    >>> register_algorithm("damped_newton", damped_newton, task="logistic_regression",
+    ...                    parameters={"mu": REQUIRED}, description="damped Newton")  # doctest: +SKIP
+
+    A learned method registers a builder instead, with ``needs_fit=True``; its fitted module
+    (``fit(...)``, then ``iterates(X, y)`` gives every layer's estimate) is what callers pass:
+
+    >>> register_algorithm("lista", LISTA, task="sparse_recovery", parameters={"layers": 16},
+    ...                    needs_fit=True)  # doctest: +SKIP
+    """
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"name must be a non-empty str, got {name!r}")
+    if name in ALGORITHMS and not replace:
+        raise ValueError(f"an algorithm named {name!r} is registered already; pass replace=True to overwrite it")
+    entry = Algorithm(name, function, task, {} if parameters is None else parameters, needs_fit, online, description)
+    ALGORITHMS[name] = entry
+    return entry
+
+
+def as_algorithm(algorithm) -> Algorithm:
+    """An :class:`Algorithm` for a registered name, a fitted module or a plain callable.
+
+    Parameters
+    ----------
+    algorithm : str, Algorithm, fitted module or callable
+        A name of :data:`ALGORITHMS`; an :class:`Algorithm`; an object with
+        ``iterates(X, y) -> (layers + 1, B, d)`` (a fitted learned method, or a construction);
+        or a callable ``(X, y, steps, **kwargs) -> (steps + 1, B, d)``.
+
+    Returns
+    -------
+    Algorithm
+    """
+    if isinstance(algorithm, Algorithm):
+        return algorithm
+    if isinstance(algorithm, str):
+        if algorithm in ALGORITHMS:
+            return ALGORITHMS[algorithm]
+    elif callable(getattr(algorithm, "iterates", None)):
+        fitted = algorithm
+
+        def run_fitted(X, y, steps):
+            W = fitted.iterates(X, y)
+            if steps >= W.shape[0]:
+                raise ValueError(f"steps = {steps} but {type(fitted).__name__} has {W.shape[0] - 1} layers")
+            return W[: steps + 1]
+
+        return Algorithm(type(fitted).__name__, run_fitted, parameters={})
+    elif callable(algorithm):
+        return Algorithm(getattr(algorithm, "__name__", "algorithm"), algorithm, parameters=None)
+    raise ValueError(
+        f"algorithm must be one of {sorted(ALGORITHMS)}, a fitted module with iterates(X, y), or a "
+        f"callable (X, y, steps) -> (steps + 1, B, d), got {algorithm!r}"
+    )
+
+
+def iterates(algorithm, X: torch.Tensor, y: torch.Tensor, steps: int, **params) -> torch.Tensor:
+    """Every iterate of an algorithm, named or given (see :func:`as_algorithm`).
+
+    Parameters
+    ----------
+    algorithm : str, Algorithm, fitted module or callable
+        ``"newton"`` (Iterative Newton), ``"gd"``, ``"cg"``, ``"lbfgs"``, ``"bfgs"``,
+        ``"online_gd"`` (its iterate ``k`` is the estimate after ``k`` examples; ``steps`` is
+        ignored and ``n + 1`` iterates come back), ``"ols"`` (the least-squares solution at
+        every step), ``"ista"``, ``"fista"`` (``lam=`` required), anything registered with
+        :func:`register_algorithm`, or see :func:`as_algorithm`.
+    X : Tensor of shape (B, n, d)
+    y : Tensor of shape (B, n)
+    steps : int
+    **params
+        The algorithm's own parameters (``alpha``/``ridge`` for Newton, ``lr`` for GD,
+        ``memory`` for L-BFGS, ``lam`` for ISTA, …).
+
+    Returns
+    -------
+    Tensor of shape (steps + 1, B, d)
+    """
+    return as_algorithm(algorithm)(X, y, steps, **params)
+
+
+def prefix_predictions(algorithm, X: torch.Tensor, y: torch.Tensor, steps: int, **params) -> torch.Tensor:
+    """The algorithm's prediction of every label from the pairs before it.
+
+    ``out[k, b, i] = x_iᵀ w_k(first i pairs)`` — what a causal in-context learner predicts at
+    position ``i``; ``0`` at ``i = 0`` (no context; every algorithm here starts at ``w = 0``).
+
+    Parameters
+    ----------
+    algorithm, steps, **params
+        As in :func:`iterates`.
+    X : Tensor of shape (B, n, d)
+    y : Tensor of shape (B, n)
+
+    Returns
+    -------
+    Tensor of shape (steps + 1, B, n)
+        For an ``online`` algorithm (``"online_gd"``): shape ``(1, B, n)`` (one pass, no step
+        count).
+    """
+    entry = as_algorithm(algorithm)
+    v.check_regression_inputs(X, y)
+    steps = _check_steps(steps)
+    B, n, d = X.shape
+    if entry.online:
+        W = entry(X, y, steps, **params)  # (n + 1, B, d)
+        return torch.einsum("ibd,bid->bi", W[:n], X).unsqueeze(0)
+    out = X.new_zeros((steps + 1, B, n))
+    for i in range(1, n):
+        W = entry(X[:, :i], y[:, :i], steps, **params)  # (S+1, B, d)
+        out[:, :, i] = (W * X[:, i]).sum(-1)
+    return out
+
+
+def step_list(steps) -> list:
+    """The steps to report: ``0 … steps`` for an int, else the listed ones (non-negative ints).
+
+    Parameters
+    ----------
+    steps : int or sequence of int
+
+    Returns
+    -------
+    list of int
+    """
+    if isinstance(steps, int) and not isinstance(steps, bool):
+        return list(range(v.check_int(steps, "steps", minimum=0) + 1))
+    try:
+        out = [v.check_int(s, "steps[i]", minimum=0) for s in steps]
+    except TypeError as err:
+        raise TypeError(f"steps must be an int or a sequence of ints, got {steps!r}") from err
+    if not out:
+        raise ValueError("steps must not be empty")
+    return out
+
+
+def _run_online_gd(X, y, steps, **params):
+    return online_gradient_descent(X, y, **params)
+
+
+def _run_least_squares(X, y, steps, **params):
+    w = least_squares(X, y, **params)
+    return w.unsqueeze(0).expand(steps + 1, *w.shape)
+
+
+def _run_ista(X, y, steps, lam, **params):
+    return ista(X, y, lam, steps, **params)
+
+
+def _run_fista(X, y, steps, lam, **params):
+    return fista(X, y, lam, steps, **params)
+
+
+register_algorithm("newton", newton_least_squares, parameters={"alpha": None, "ridge": 0.0},
+                   description="Iterative Newton (Fu et al.)")
+register_algorithm("gd", gradient_descent_least_squares, parameters={"lr": None}, description="gradient descent")
+register_algorithm("cg", conjugate_gradient_least_squares, description="conjugate gradient")
+register_algorithm("lbfgs", lbfgs_least_squares, parameters={"memory": 5}, description="L-BFGS")
+register_algorithm("bfgs", bfgs_least_squares, description="BFGS")
+register_algorithm("online_gd", _run_online_gd, parameters={"lr": None}, online=True,
+                   description="online gradient descent (one pass over the context)")
+register_algorithm("ols", _run_least_squares, parameters={"ridge": 0.0},
+                   description="the least-squares solution at every step")
+register_algorithm("ista", _run_ista, task="sparse_recovery", parameters={"lam": REQUIRED, "lr": None},
+                   description="ISTA on the LASSO")
+register_algorithm("fista", _run_fista, task="sparse_recovery", parameters={"lam": REQUIRED, "lr": None},
+                   description="FISTA on the LASSO")

@@ -9,15 +9,16 @@ of dicts; pandas is not needed) with the figure drawn by :func:`tfnewton.plottin
 How each kind of entry is measured, on the query point (the last point of each prompt):
 
 * an **algorithm** (``"newton"``, ``"gd"``, … or a callable, see
-  :func:`tfnewton.probes.iterates`): the prediction ``x_qᵀw_k`` of its ``k``-th iterate on the
-  prompt's context;
-* a **trained model** (``forward(X, y)``, with ``blocks``): layer ℓ's prediction is a linear
-  read-out of its hidden state at the query token, fit on other prompts of the task (Fu et
-  al.'s probe, :mod:`tfnewton.probes`), and the model's own output is one more row
-  (``readout = "output"``);
-* a **construction** (``forward(X, y, x_query)``): its own ``readout`` applied after every
-  block — reported per Newton (or GD) step ``k`` at the block that ends step ``k`` when the
-  construction says which (``hidden_index_of_step``), so its curve lies on the algorithm's.
+  :func:`tfnewton.algorithms.iterates`): the prediction ``x_qᵀw_k`` of its ``k``-th iterate on
+  the prompt's context;
+* a **trained model** (a causal learner, ``forward(X, y)``, with ``blocks``): layer ℓ's
+  prediction is a linear read-out of its hidden state at the query token, fit on other prompts
+  of the task (Fu et al.'s probe, :class:`tfnewton.ridge.RidgeProbe`), and the model's own
+  output is one more row (``readout = "output"``);
+* a **construction** (``takes_query``, ``forward(X, y, x_query)``): its own ``readout`` applied
+  after every block — reported per Newton (or GD) step ``k`` at the block that ends step ``k``
+  when it declares its ``steps`` (``hidden_index_of_step``), so its curve lies on the
+  algorithm's. The hook protocol is :class:`tfnewton.capture.PromptModel`.
 
 The error is Garg et al.'s normalized squared error ``(ŷ − y)²/d`` against the query's label,
 averaged over the held-out prompts.
@@ -32,23 +33,10 @@ import torch
 import torch.nn as nn
 
 from . import _validate as v
+from .algorithms import ALGORITHMS, as_algorithm, step_list
+from .capture import check_hooked, query_position, run_with_cache, takes_query, task_prompts
 from .metrics import normalized_error
-from .probes import (
-    ALGORITHMS,
-    _answers_query,
-    _blocks,
-    _capture,
-    _check_enough_problems,
-    _check_fraction,
-    _check_penalties,
-    _check_prompt,
-    _check_task,
-    _fit_ridge,
-    _resolve_algorithm,
-    _step_list,
-    iterates,
-    query_position,
-)
+from .ridge import RidgeProbe, check_enough_problems, split_indices
 
 __all__ = ["ComparisonTable", "compare"]
 
@@ -192,10 +180,10 @@ def _entries(models_and_algorithms) -> list:
         if isinstance(entry, tuple) and len(entry) == 2 and isinstance(entry[1], dict):
             entry, kwargs = entry
         if isinstance(entry, nn.Module):
-            _blocks(entry)  # a model must have layers to read: say so before any work
+            check_hooked(entry)  # a model must have layers to read: say so before any work
             default = getattr(entry, "kind", "") or type(entry).__name__
         elif isinstance(entry, str) or callable(entry):
-            default = _resolve_algorithm(entry)[0]  # raises for an unknown name
+            default = as_algorithm(entry).name  # raises for an unknown name
         else:
             raise TypeError(
                 f"each entry must be an algorithm name {sorted(ALGORITHMS)}, a callable, a "
@@ -270,43 +258,38 @@ def compare(
     (['newton', 'gd'], 8)
     """
     entries = _entries(models_and_algorithms)
-    X, y = _check_task(task)
-    step_list = _step_list(steps)
-    test_fraction = _check_fraction(test_fraction, "test_fraction")
-    val_fraction = _check_fraction(val_fraction, "val_fraction")
+    X, y = task_prompts(task)
+    steps = step_list(steps)
+    probe = RidgeProbe(penalties, val_fraction=val_fraction)  # checks penalties and val_fraction
     seed = v.check_int(seed, "seed", minimum=0)
     B, n_points, d = X.shape
     n = n_points - 1
-    num_test = max(1, int(round(test_fraction * B)))
     g = torch.Generator().manual_seed(seed)
-    order = torch.randperm(B, generator=g)
-    test_idx, fit_idx = order[:num_test], order[num_test:]
+    test_idx, fit_idx = split_indices(B, test_fraction, generator=g, name="test_fraction")
     Xc, yc, xq, yq = X[:, :n], y[:, :n], X[:, n], y[:, n].double()
 
     rows = []
     for label, entry, kwargs in entries:
         if not isinstance(entry, nn.Module):
-            name, _ = _resolve_algorithm(entry)
-            Xt, yt = Xc[test_idx].double(), yc[test_idx].double()
-            W = iterates(entry, Xt, yt, max(step_list), **kwargs)  # (S+1, B_test, d)
-            if name == "online_gd":
+            algorithm = as_algorithm(entry)
+            W = algorithm(Xc[test_idx].double(), yc[test_idx].double(), max(steps), **kwargs)  # (S+1, B_test, d)
+            if algorithm.online:
                 pred = (W[-1] * xq[test_idx].double()).sum(-1)  # one pass over the context
                 rows.append(_row(label, "algorithm", "step", n, normalized_error(pred, yq[test_idx], d, reduction="none"), "iterate"))
                 continue
-            for k in step_list:
+            for k in steps:
                 pred = (W[k] * xq[test_idx].double()).sum(-1)
                 rows.append(_row(label, "algorithm", "step", k, normalized_error(pred, yq[test_idx], d, reduction="none"), "iterate"))
             continue
 
-        _check_prompt(entry, Xc, yc, xq)
-        if _answers_query(entry) and callable(getattr(entry, "readout", None)):
+        if takes_query(entry):
             # A construction says where its answer sits: read it with its own read-out
             # after every block (no probe to fit), at the block that ends each step when
-            # it tells which (then the curve lies on the algorithm's).
-            out, states = _capture(entry, Xc[test_idx], yc[test_idx], xq[test_idx], batch_size=batch_size)
-            per_layer = entry.readout(states).double().cpu()  # (L+1, B_test)
+            # it declares its steps (then the curve lies on the algorithm's).
+            _, cache = run_with_cache(entry, Xc[test_idx], yc[test_idx], xq[test_idx], batch_size=batch_size)
+            per_layer = entry.readout(cache.stack()).double().cpu()  # (L+1, B_test)
             errs = normalized_error(per_layer, yq[test_idx], d, reduction="none")
-            if callable(getattr(entry, "hidden_index_of_step", None)) and getattr(entry, "steps", None) is not None:
+            if entry.steps is not None:
                 for k in range(entry.steps + 1):
                     rows.append(_row(label, "model", "step", k, errs[entry.hidden_index_of_step(k)], "readout"))
             else:
@@ -315,18 +298,13 @@ def compare(
             continue
         if len(fit_idx) < 2:
             raise ValueError(f"too few probe problems: {B} prompts leave {len(fit_idx)} to fit read-outs on")
-        pos = query_position(entry, n)
-        out, states = _capture(entry, Xc, yc, xq, positions=[pos], batch_size=batch_size)
-        feats = states[:, :, 0].double().cpu()  # (L+1, B, D)
-        num_val = max(1, int(round(val_fraction * len(fit_idx))))
-        val_mask = torch.zeros(len(fit_idx), dtype=torch.bool)
-        val_mask[torch.randperm(len(fit_idx), generator=g)[:num_val]] = True
-        _check_enough_problems(int((~val_mask).sum()), feats.shape[-1], f" for {label!r}",
-                               share=int((~val_mask).sum()) / B)
-        mean, scale, coef, intercept, _ = _fit_ridge(
-            feats[:, fit_idx], yq[fit_idx].reshape(-1, 1), _check_penalties(penalties, "cpu"), val_mask
-        )
-        pred = (((feats[:, test_idx] - mean) / scale) @ coef + intercept)[..., 0]  # (L+1, B_test)
+        out, cache = run_with_cache(entry, Xc, yc, xq, positions=query_position(entry, n), batch_size=batch_size)
+        feats = cache.stack().double().cpu()  # (L+1, B, D)
+        val_mask = probe.validation_split(len(fit_idx), g)
+        num_train = int((~val_mask).sum())
+        check_enough_problems(num_train, feats.shape[-1], f" for {label!r}", share=num_train / B)
+        probe.fit(feats[:, fit_idx], yq[fit_idx].reshape(-1, 1), validation=val_mask)
+        pred = probe.predict(feats[:, test_idx])[..., 0]  # (L+1, B_test)
         errs = normalized_error(pred, yq[test_idx], d, reduction="none")
         for layer in range(errs.shape[0]):
             rows.append(_row(label, "model", "layer", layer, errs[layer], "probe"))
@@ -334,7 +312,7 @@ def compare(
         rows.append(_row(label, "model", "layer", errs.shape[0] - 1,
                          normalized_error(own[test_idx].double().cpu(), yq[test_idx], d, reduction="none"), "output"))
 
-    table = ComparisonTable(rows, None, len(fit_idx), num_test)
+    table = ComparisonTable(rows, None, len(fit_idx), len(test_idx))
     if plot:
         table.ax = table.plot(ax, logy=logy, logx=logx, title=title)
     return table

@@ -18,7 +18,7 @@ claim 2 (the matching Newton step grows linearly with depth, the matching GD ste
 exponentially).
 
 Everything that is an algorithm comes from :mod:`tfnewton.algorithms` (through
-:func:`tfnewton.probes.prefix_predictions`); the read-outs are :mod:`tfnewton.probes`'
+:func:`tfnewton.algorithms.prefix_predictions`); the read-outs are :mod:`tfnewton.ridge`'s
 ridge probes, always scored on prompts they were not fit on.
 """
 
@@ -31,20 +31,9 @@ import torch
 
 from . import _validate as v
 from . import algorithms
-from .probes import (
-    _blocks,
-    _capture,
-    _check_fraction,
-    _check_penalties,
-    _check_prompt,
-    _check_task,
-    _fit_ridge,
-    _layer_names,
-    _resolve_algorithm,
-    _step_list,
-    prefix_predictions,
-    query_position,
-)
+from .algorithms import as_algorithm, prefix_predictions, step_list
+from .capture import check_hooked, query_position, run_with_cache, takes_query, task_prompts, x_token_positions
+from .ridge import RidgeProbe, check_enough_problems, split_indices
 
 __all__ = [
     "cosine_similarity",
@@ -220,9 +209,9 @@ class LayerReadouts:
     X : Tensor of shape (B_test, n, d)
     y : Tensor of shape (B_test, n)
         The held-out prompts.
-    mean, scale, coef, intercept : Tensor
-        The probes: ``pred = ((h − mean)/scale) @ coef + intercept`` per layer, shapes
-        ``(L+1, 1, D)``, ``(L+1, 1, D)``, ``(L+1, D, 1)``, ``(L+1, 1, 1)``.
+    probe : tfnewton.ridge.RidgeProbe
+        The read-outs, one per layer (features of width ``D``, one target): its
+        ``predict`` maps states ``(L + 1, N, D)`` to ``(L + 1, N)``.
     layer_names : list of str
     model_predictions : Tensor of shape (B_test, n)
         The model's own output on the held-out prompts (its trained read-out).
@@ -231,31 +220,39 @@ class LayerReadouts:
     predictions: torch.Tensor
     X: torch.Tensor
     y: torch.Tensor
-    mean: torch.Tensor
-    scale: torch.Tensor
-    coef: torch.Tensor
-    intercept: torch.Tensor
+    probe: RidgeProbe
     layer_names: list
     model_predictions: torch.Tensor | None = None
 
+    # The probe's parameters under batch 1's names and shapes:
+    # pred = ((h − mean)/scale) @ coef + intercept per layer.
+    @property
+    def mean(self) -> torch.Tensor:
+        """Feature means, shape ``(L+1, 1, D)``."""
+        return self.probe.mean.unsqueeze(-2)
+
+    @property
+    def scale(self) -> torch.Tensor:
+        """Feature scales, shape ``(L+1, 1, D)``."""
+        return self.probe.scale.unsqueeze(-2)
+
+    @property
+    def coef(self) -> torch.Tensor:
+        """Read-out weights, shape ``(L+1, D, 1)``."""
+        return self.probe.coef
+
+    @property
+    def intercept(self) -> torch.Tensor:
+        """Read-out intercepts, shape ``(L+1, 1, 1)``."""
+        return self.probe.intercept.unsqueeze(-2)
+
     def apply(self, states: torch.Tensor) -> torch.Tensor:
         """Read every layer out of captured states ``(L + 1, N, D)``: returns ``(L + 1, N)``."""
-        Z = (states.double() - self.mean) / self.scale
-        return (Z @ self.coef + self.intercept)[..., 0]
+        return self.probe.predict(states.double())[..., 0]
 
     def errors(self) -> torch.Tensor:
         """Normalized squared error of each layer's read-out per position: ``(L + 1, n)``."""
         return normalized_error(self.predictions, self.y.double(), self.X.shape[-1])
-
-
-def _trained_model(model) -> None:
-    from .probes import _answers_query
-
-    if _answers_query(model):
-        raise TypeError(
-            f"{type(model).__name__} answers one query per prompt (forward(X, y, x_query)); "
-            "per-position read-outs need a causal in-context learner with forward(X, y) -> (B, n)"
-        )
 
 
 def layer_readouts(
@@ -287,42 +284,37 @@ def layer_readouts(
     -------
     LayerReadouts
     """
-    X, y = _check_task(task)
-    _blocks(model)
-    _trained_model(model)
-    _check_prompt(model, X, y, None)
-    test_fraction = _check_fraction(test_fraction, "test_fraction")
-    val_fraction = _check_fraction(val_fraction, "val_fraction")
+    X, y = task_prompts(task)
+    check_hooked(model)
+    if takes_query(model):
+        raise TypeError(
+            f"{type(model).__name__} answers one query per prompt (forward(X, y, x_query)); "
+            "per-position read-outs need a causal in-context learner with forward(X, y) -> (B, n)"
+        )
+    probe = RidgeProbe(penalties, val_fraction=val_fraction)
     seed = v.check_int(seed, "seed", minimum=0)
     B, n, d = X.shape
-    num_test = max(1, int(round(test_fraction * B)))
     g = torch.Generator().manual_seed(seed)
-    order = torch.randperm(B, generator=g)
-    test_idx, fit_idx = order[:num_test], order[num_test:]
+    test_idx, fit_idx = split_indices(B, test_fraction, generator=g, name="test_fraction")
     if len(fit_idx) < 2:
         raise ValueError(f"too few probe problems: {B} prompts leave {len(fit_idx)} to fit read-outs on")
 
-    positions = [int(p) for p in model.x_token_positions(n).reshape(-1).tolist()]
-    out, states = _capture(model, X, y, None, positions=positions, batch_size=batch_size)
-    states = states.double().cpu()  # (L+1, B, n, D)
+    positions = x_token_positions(model, n)
+    out, cache = run_with_cache(model, X, y, positions=positions, batch_size=batch_size)
+    states = cache.stack().double().cpu()  # (L+1, B, n, D)
     L1, _, _, D = states.shape
     fit = states[:, fit_idx].reshape(L1, -1, D)  # (L+1, B_fit·n, D)
     targets = y[fit_idx].double().cpu().reshape(-1, 1)
     # Validation split by prompt (not by position), so no prompt is on both sides.
-    num_val = max(1, int(round(val_fraction * len(fit_idx))))
-    val_prompts = torch.zeros(len(fit_idx), dtype=torch.bool)
-    val_prompts[torch.randperm(len(fit_idx), generator=g)[:num_val]] = True
-    val_mask = val_prompts.repeat_interleave(n)
-    from .probes import _check_enough_problems
-
-    _check_enough_problems(int((~val_mask).sum()), D, " (prompt positions)")
-    mean, scale, coef, intercept, _ = _fit_ridge(fit, targets, _check_penalties(penalties, "cpu"), val_mask)
+    val_mask = probe.validation_split(len(fit_idx), g).repeat_interleave(n)
+    check_enough_problems(int((~val_mask).sum()), D, " (prompt positions)")
+    probe.fit(fit, targets, validation=val_mask)
     test = states[:, test_idx]  # (L+1, B_test, n, D)
-    pred = ((test.reshape(L1, -1, D) - mean) / scale) @ coef + intercept
+    pred = probe.predict(test.reshape(L1, -1, D))  # (L+1, B_test·n, 1)
     return LayerReadouts(
-        predictions=pred[..., 0].reshape(L1, num_test, n),
-        X=X[test_idx].cpu(), y=y[test_idx].cpu(), mean=mean, scale=scale, coef=coef, intercept=intercept,
-        layer_names=_layer_names(L1 - 1), model_predictions=out[test_idx].detach().double().cpu(),
+        predictions=pred[..., 0].reshape(L1, len(test_idx), n),
+        X=X[test_idx].cpu(), y=y[test_idx].cpu(), probe=probe,
+        layer_names=cache.layer_names, model_predictions=out[test_idx].detach().double().cpu(),
     )
 
 
@@ -412,15 +404,14 @@ class MatchTable:
         -------
         matplotlib Axes
         """
-        from .plotting import heatmap
-        from .probes import _mark_row_maxima
+        from .plotting import heatmap, mark_row_maxima
 
         options = dict(xlabel=f"{self.algorithm} step", ylabel="layer", xticklabels=[str(s) for s in self.steps],
                        colorbar_label=f"similarity of {self.metric}")
         options.update(kwargs)
         ax = heatmap(self.similarity, ax, **options)
         if mark_best:
-            _mark_row_maxima(ax, self.similarity)
+            mark_row_maxima(ax, self.similarity)
         return ax
 
 
@@ -447,7 +438,7 @@ def match_algorithm(
     task : object with ``X (B, n, d)`` and ``y (B, n)``
         Read-outs are fit on part of it and everything is compared on the held-out rest.
     algorithm : str or callable
-        See :func:`tfnewton.probes.iterates`.
+        See :func:`tfnewton.algorithms.iterates`.
     steps : int or sequence of int
         Steps (hyper-parameters) to compare with, e.g. ``[1, 2, 4, …, 1024]`` for GD.
     metric : {"errors", "induced_weights"}
@@ -472,20 +463,18 @@ def match_algorithm(
     """
     if metric not in ("errors", "induced_weights"):
         raise ValueError(f"metric must be 'errors' or 'induced_weights', got {metric!r}")
-    name, _ = _resolve_algorithm(algorithm)
-    step_list = _step_list(steps) if name != "online_gd" else [0]
+    entry = as_algorithm(algorithm)
+    steps = [0] if entry.online else step_list(steps)
     if readouts is None:
         readouts = layer_readouts(model, task, seed=seed, batch_size=batch_size)
     X, y = readouts.X.double(), readouts.y.double()
     B, n, d = X.shape
     errors = readouts.errors().mean(-1)
     if metric == "errors":
-        algo = prefix_predictions(algorithm, X, y, max(step_list), **algorithm_kwargs)[step_list]  # (S, B, n)
+        algo = prefix_predictions(entry, X, y, max(steps), **algorithm_kwargs)[steps]  # (S, B, n)
         sim = similarity_of_errors(readouts.predictions[:, None], algo[None], y)  # (L+1, S)
         model_sim = similarity_of_errors(readouts.model_predictions[None], algo, y)
-        return MatchTable(sim, step_list, name, metric, readouts.layer_names, errors, model_sim)
-
-    from .probes import iterates
+        return MatchTable(sim, steps, entry.name, metric, readouts.layer_names, errors, model_sim)
 
     m = 2 * d if num_queries is None else v.check_int(num_queries, "num_queries", minimum=1)
     if context_sizes is None:
@@ -501,15 +490,14 @@ def match_algorithm(
         Xc = X[:, :c].repeat_interleave(m, 0)
         yc = y[:, :c].repeat_interleave(m, 0)
         xq = x_new.reshape(B * m, d)
-        pos = query_position(model, c)
-        out, states = _capture(model, Xc, yc, xq, positions=[pos], batch_size=batch_size)
-        layer_preds = readouts.apply(states[:, :, 0].cpu()).reshape(-1, B, m)  # (L+1, B, m)
+        out, cache = run_with_cache(model, Xc, yc, xq, positions=query_position(model, c), batch_size=batch_size)
+        layer_preds = readouts.apply(cache.stack().cpu()).reshape(-1, B, m)  # (L+1, B, m)
         model_preds = out[:, c].double().cpu().reshape(B, m)
-        W = iterates(algorithm, X[:, :c], y[:, :c], max(step_list), **algorithm_kwargs)
-        W = W[-1:] if name == "online_gd" else W[step_list]  # online GD: after all c examples
+        W = entry(X[:, :c], y[:, :c], max(steps), **algorithm_kwargs)
+        W = W[-1:] if entry.online else W[steps]  # online GD: after all c examples
         algo_preds = torch.einsum("sbd,bmd->sbm", W, x_new)  # (S, B, m)
         sims.append(similarity_of_induced_weights(layer_preds[:, None], algo_preds[None], x_new))
         model_sims.append(similarity_of_induced_weights(model_preds[None], algo_preds, x_new))
     sim = torch.stack(sims).mean(0)
-    return MatchTable(sim, step_list, name, metric, readouts.layer_names, errors, torch.stack(model_sims).mean(0),
+    return MatchTable(sim, steps, entry.name, metric, readouts.layer_names, errors, torch.stack(model_sims).mean(0),
                       extra={"context_sizes": list(context_sizes), "num_queries": m})

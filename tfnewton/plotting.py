@@ -5,7 +5,8 @@ Three pictures recur throughout the book, so they are drawn once, here:
 * :func:`error_curves` — error against iteration (or layer) on a log scale, one
   labelled curve per algorithm or model;
 * :func:`heatmap` — a table of numbers (say probe R² per layer and per Newton
-  step) with labelled axes and a colour bar;
+  step) with labelled axes and a colour bar, and :func:`mark_row_maxima` to circle each
+  row's best entry;
 * :func:`matrix_image` — one matrix (a weight matrix, ``X_t A``) as an image.
 
 Each takes numpy arrays or torch tensors (any device, any float dtype), draws on
@@ -20,7 +21,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["to_numpy", "error_curves", "heatmap", "matrix_image"]
+__all__ = ["to_numpy", "error_curves", "heatmap", "mark_row_maxima", "matrix_image"]
 
 
 def to_numpy(values) -> np.ndarray:
@@ -207,6 +208,34 @@ def heatmap(
                     j, i, fmt.format(values[i, j]), ha="center", va="center", fontsize=8,
                     color="white" if values[i, j] < mid else "black",
                 )
+    return ax
+
+
+def mark_row_maxima(ax, values, min_value: float = -np.inf):
+    """Circle the largest entry of each row of a heat map drawn by :func:`heatmap`.
+
+    Parameters
+    ----------
+    ax : matplotlib Axes
+        The heat map's axes.
+    values : array-like of shape (rows, cols)
+        The table drawn; NaN entries never win.
+    min_value : float
+        Rows whose maximum is below this are left unmarked (an argmax over noise means
+        nothing).
+
+    Returns
+    -------
+    matplotlib Axes
+    """
+    values = to_numpy(values)
+    if values.ndim != 2:
+        raise ValueError(f"values must have shape (rows, cols), got {values.shape}")
+    clean = np.nan_to_num(values, nan=-np.inf)
+    cols = clean.argmax(1)
+    rows = [i for i in range(values.shape[0]) if clean[i, cols[i]] >= min_value]
+    if rows:
+        ax.scatter(cols[rows].tolist(), rows, s=140, facecolors="none", edgecolors="red", linewidths=1.5, zorder=3)
     return ax
 
 

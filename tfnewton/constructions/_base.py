@@ -75,15 +75,18 @@ def write_slot(W_O: torch.Tensor, head: int, slot: slice, coefficient: float = 1
 
 
 class Construction(ResidualStack):
-    """Base class: the hook protocol (``embed``, ``blocks``, ``readout``) plus shared helpers.
+    """Base class: the hook protocol (:class:`tfnewton.capture.HookedModel`) plus shared helpers.
 
-    Subclasses set ``self.layout`` (a :class:`TokenLayout`) and ``self.d``, fill
+    Subclasses set ``self.layout`` (a :class:`TokenLayout`), ``self.d`` and ``self.steps``, fill
     ``self.blocks`` and define ``embed``, ``readout`` and ``block_of_step``.
     """
 
     layout: TokenLayout
     d: int
     steps: int
+    #: ``forward`` takes a query (see :class:`tfnewton.capture.PromptModel`); a model of one
+    #: input such as Newton–Schulz's ``forward(A)`` does not.
+    takes_query: bool = False
 
     @property
     def width(self) -> int:
@@ -158,8 +161,11 @@ class RegressionConstruction(Construction):
     """Base class of the in-context regression constructions (GD, Iterative Newton).
 
     The prompt's ``n`` context tokens come first and the query token at index ``n``;
-    subclasses define ``embed(X, y, x_query)`` and ``readout(H)``.
+    subclasses define ``embed(X, y, x_query)`` and ``readout(H)``. They follow
+    :class:`tfnewton.capture.PromptModel` with ``takes_query = True``.
     """
+
+    takes_query = True
 
     def _check(self, X, y, x_query, need_query=True):
         x_query = check_regression_query(X, y, x_query, self.d, need_query=need_query)
@@ -167,8 +173,12 @@ class RegressionConstruction(Construction):
         return x_query
 
     def x_token_positions(self, n: int) -> torch.Tensor:
-        """Token of ``x_i`` for ``i < n`` and of the query at index ``n``: ``0, 1, …, n``."""
-        return torch.arange(n + 1)
+        """Token of ``x_i`` for the ``n`` context points: ``0, 1, …, n − 1``."""
+        return torch.arange(n)
+
+    def query_position(self, n: int) -> int:
+        """Token of the query in a prompt of ``n`` context pairs: ``n``, right after them."""
+        return n
 
     def forward(self, X: torch.Tensor, y: torch.Tensor, x_query: torch.Tensor) -> torch.Tensor:
         """Predict ``x_qᵀ w_steps`` of the construction's algorithm on each prompt.

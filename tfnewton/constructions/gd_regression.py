@@ -106,9 +106,6 @@ class GDRegressionTransformer(RegressionConstruction):
             return default_newton_alpha(X).sqrt()  # η/n = 1/λ_max(XᵀX) = 1/σ_max(X)²
         return X.new_full((X.shape[0],), (self.lr / X.shape[1]) ** 0.5)
 
-    def query_position(self, n: int) -> int:
-        return n
-
     def embed(self, X, y, x_query=None) -> torch.Tensor:
         """The initial stream, shape (B, n + 1, 3d + 2); see the module docstring."""
         x_query = self._check(X, y, x_query, need_query=False)

@@ -180,10 +180,6 @@ class NewtonRegressionTransformer(RegressionConstruction):
             return default_newton_alpha(X).sqrt()  # 1/σ_max(X) = (1/λ_max(S)²)^{1/4}
         return X.new_full((X.shape[0],), self.alpha**0.25)
 
-    def query_position(self, n: int) -> int:
-        """Index of the query token in a prompt of ``n`` context pairs."""
-        return n
-
     def embed(self, X: torch.Tensor, y: torch.Tensor, x_query: torch.Tensor | None = None) -> torch.Tensor:
         """The initial stream: context tokens, the query, ``d`` matrix tokens.
 
