@@ -36,6 +36,7 @@ _SUBMODULES = (
     "plotting",
     "widgets",
     "notebooks",
+    "exercises",
 )
 
 # Names re-exported at the top level: name -> submodule that defines it.
