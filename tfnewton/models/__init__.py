@@ -1,7 +1,9 @@
 """Trained in-context learners and their shipped checkpoints.
 
-Three families, one file each, all following the same hook protocol (see
-:mod:`tfnewton.models.gpt2`): ``embed``, ``blocks``, ``readout``, ``x_token_positions``.
+Three families, one file each, all following the same hook protocol
+(:class:`tfnewton.capture.PromptModel`: ``embed``, ``blocks``, ``readout``,
+``x_token_positions``, ``query_position``), the shared parts in their base class
+:class:`InContextRegressor`.
 
 ``"gpt2"``    softmax Transformer, Garg et al.'s model (:mod:`~tfnewton.models.gpt2`)
 ``"linear"``  linear-attention Transformer, Giannou et al.'s setting (:mod:`~tfnewton.models.linear`)
@@ -155,10 +157,7 @@ def model_from_config(kind: str, config, *, device=None, dtype=None, seed: int |
 
     config_cls, model_cls = _config_class(kind)
     if isinstance(config, dict):
-        unknown = set(config) - set(config_cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"config has fields {sorted(unknown)} that a {kind!r} model does not know")
-        config = config_cls(**config)
+        config = config_cls.from_dict(config)
     elif not isinstance(config, config_cls):
         raise TypeError(f"config must be a {config_cls.__name__} or a dict, got {type(config).__name__}")
     device = check_device(device)

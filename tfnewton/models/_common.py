@@ -1,24 +1,69 @@
-"""What every trained in-context learner shares: input checks and the hook protocol's forward."""
+"""What the three trained families share: the config round trip and the hook protocol's half.
+
+:class:`ModelConfig` is the base of ``GPT2Config``, ``LinearAttentionConfig`` and
+``LSTMConfig``: positive-int checks, ``to_dict`` and ``from_dict``. :class:`InContextRegressor`
+is the base of the models: ``forward``, the input checks, and the parts of the hook protocol
+(:class:`tfnewton.capture.PromptModel`) that all three read the same way — the x tokens at
+``0, 2, 4, …`` and ``readout`` there (final LayerNorm, then the linear read-out).
+"""
 
 from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn as nn
 
-from .._validate import check_regression_inputs
+from .._validate import check_int
+
+
+@dataclass
+class ModelConfig:
+    """Base of the families' configs (dataclasses): checks at construction and a dict round trip.
+
+    A subclass lists its integer fields that must be positive in ``POSITIVE_INTS``; when it has
+    ``heads``, ``width`` must be a multiple of it.
+    """
+
+    POSITIVE_INTS: ClassVar[tuple] = ()
+
+    def __post_init__(self):
+        for name in self.POSITIVE_INTS:
+            check_int(getattr(self, name), name, minimum=1)
+        if "heads" in self.POSITIVE_INTS and self.width % self.heads:
+            raise ValueError(
+                f"width must be a multiple of heads, got width={self.width} and heads={self.heads}"
+            )
+
+    def to_dict(self) -> dict:
+        """The fields as a plain dict (what a checkpoint stores)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, fields: dict) -> "ModelConfig":
+        """The config a :meth:`to_dict` dict describes; unknown fields are an error."""
+        if not isinstance(fields, dict):
+            raise TypeError(f"config must be a dict, got {type(fields).__name__}")
+        unknown = set(fields) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"config has fields {sorted(unknown)} that a {cls.__name__} does not know")
+        return cls(**fields)
 
 
 class InContextRegressor(nn.Module):
     """Base class of the ``"gpt2"``, ``"linear"`` and ``"lstm"`` models.
 
-    Subclasses set ``config`` (a dataclass with at least ``d``, and ``n_points`` when the
-    model has positions), ``blocks`` (an ``nn.ModuleList``) and define ``embed``,
-    ``readout`` and ``x_token_positions``. ``forward`` is then fixed:
+    Subclasses set ``config`` (a :class:`ModelConfig` with at least ``d``, and ``n_points``
+    when the model has positions), ``blocks`` (an ``nn.ModuleList``), ``ln_f`` and
+    ``read_out``, and define ``embed``. ``forward`` is then fixed:
     ``readout(blocks(embed(X, y)))``, so a hook on ``blocks[i]`` sees exactly the residual
-    stream the model uses.
+    stream the model uses. Every family puts ``x_i`` at token ``2i`` (its label right after).
     """
 
     kind: str = ""
+    #: A causal learner: ``forward(X, y)``, no separate query (the hook protocol's flag).
+    takes_query = False
 
     def forward(self, X: torch.Tensor, y: torch.Tensor, *, skip_unused: bool = False) -> torch.Tensor:
         """Predict every label from its x and the pairs before it.
@@ -50,6 +95,19 @@ class InContextRegressor(nn.Module):
         for block in self.blocks[:-1]:
             h = block(h)
         return self._last_block_and_readout(h).to(X.dtype)
+
+    # -- the hook protocol ---------------------------------------------------------------
+    def x_token_positions(self, n: int) -> torch.Tensor:
+        """Token index of ``x_i`` for the ``n`` context points: ``0, 2, 4, …``."""
+        return torch.arange(n, device=self.read_out.weight.device) * 2
+
+    def query_position(self, n: int) -> int:
+        """Token index of the query after ``n`` context pairs: the x token of point ``n + 1``, ``2n``."""
+        return 2 * n
+
+    def readout(self, H: torch.Tensor) -> torch.Tensor:
+        """Final LayerNorm and read-out at the x tokens: ``(…, 2n, width) -> (…, n)``."""
+        return self.read_out(self.ln_f(H[..., ::2, :]))[..., 0]
 
     def _last_block_and_readout(self, h: torch.Tensor) -> torch.Tensor:
         """``readout(blocks[-1](h))``; a model whose last block can skip rows overrides it."""

@@ -14,13 +14,10 @@ Reading order (nanoGPT's): :class:`GPT2Config`, :class:`CausalSelfAttention`, :c
 ``mlp.c_proj``, ``ln_f``), so a Garg et al. checkpoint converts by renaming keys and
 transposing HF's ``Conv1D`` weights — no rewrite.
 
-Hook protocol shared by every model in :mod:`tfnewton.models` (the probes rely on it):
-
-- ``model.embed(X, y) -> (B, T, D)``: the residual stream before the first block;
-- ``model.blocks``: an ``nn.ModuleList``; each block maps ``(B, T, D) -> (B, T, D)``;
-- ``model.readout(H) -> (B, n)``: final LayerNorm + read-out at the x tokens;
-- ``model.x_token_positions(n) -> LongTensor (n,)``: the token index of ``x_i``;
-- ``model(X, y) == model.readout(blocks(model.embed(X, y)))``.
+The model follows the library's hook protocol (:class:`tfnewton.capture.PromptModel`):
+``model(X, y) == model.readout(blocks(model.embed(X, y)))``; ``readout``,
+``x_token_positions`` and ``query_position`` come from the families' base class
+(:class:`~tfnewton.models.InContextRegressor`).
 
 ``model(X, y, skip_unused=True)`` gives the same predictions without the work none of them
 reads (the last token; the y-token rows of the last block): the training loop's forward.
@@ -29,18 +26,17 @@ reads (the last token; the y-token rows of the last block): the training loop's 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .._validate import check_int
-from ._common import InContextRegressor
+from ._common import InContextRegressor, ModelConfig
 
 
 @dataclass
-class GPT2Config:
+class GPT2Config(ModelConfig):
     """Shape of a :class:`GPT2Regressor`.
 
     Parameters
@@ -74,16 +70,7 @@ class GPT2Config:
     ln_eps: float = 1e-5
     final_layernorm: bool = True
 
-    def __post_init__(self):
-        for name in ("d", "n_points", "n_layers", "width", "heads", "mlp_ratio"):
-            check_int(getattr(self, name), name, minimum=1)
-        if self.width % self.heads:
-            raise ValueError(
-                f"width must be a multiple of heads, got width={self.width} and heads={self.heads}"
-            )
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+    POSITIVE_INTS = ("d", "n_points", "n_layers", "width", "heads", "mlp_ratio")
 
 
 def _layernorm(config: GPT2Config) -> nn.Module:
@@ -227,21 +214,13 @@ class GPT2Regressor(InContextRegressor):
         self.read_in.reset_parameters()
         self.read_out.reset_parameters()
 
-    # -- the hook protocol ---------------------------------------------------------------
-    def x_token_positions(self, n: int) -> torch.Tensor:
-        """Token index of ``x_i`` for ``i < n``: ``0, 2, 4, ...``."""
-        return torch.arange(n, device=self.wpe.weight.device) * 2
-
+    # -- the hook protocol (readout, x_token_positions: InContextRegressor) ---------------
     def embed(self, X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Interleave, read in and add positions: ``(B, n, d), (B, n) -> (B, 2n, width)``."""
         X, y = self._check_inputs(X, y)
         tokens = interleave(X, y)  # (B, 2n, d)
         T = tokens.shape[1]
         return self.read_in(tokens) + self.wpe.weight[:T]
-
-    def readout(self, H: torch.Tensor) -> torch.Tensor:
-        """Final LayerNorm and read-out at the x tokens: ``(B, 2n, width) -> (B, n)``."""
-        return self.read_out(self.ln_f(H[:, ::2]))[..., 0]
 
     def _last_block_and_readout(self, h: torch.Tensor) -> torch.Tensor:
         # The last block's output is read at the x tokens only: compute just those rows

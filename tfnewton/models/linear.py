@@ -21,26 +21,25 @@ each y token to the token before it, which softmax attention learns but linear a
 without LayerNorm did not: on the d = 5 recipe its error stayed at that of predicting 0
 for 2,500 steps at three learning rates and two depths (measured).
 
-Hook protocol: as in :mod:`tfnewton.models.gpt2` (``embed``, ``blocks``, ``readout``,
-``x_token_positions``).
+Hook protocol: :class:`tfnewton.capture.PromptModel`, as every family (``readout`` at the x
+tokens and ``x_token_positions`` from :class:`~tfnewton.models.InContextRegressor`).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .._validate import check_int
 from ..layers import LinearAttention, ReluMLP, Residual
-from ._common import InContextRegressor
+from ._common import InContextRegressor, ModelConfig
 
 
 @dataclass
-class LinearAttentionConfig:
+class LinearAttentionConfig(ModelConfig):
     """Shape of a :class:`LinearAttentionRegressor`.
 
     Parameters
@@ -63,16 +62,7 @@ class LinearAttentionConfig:
     mlp: bool = True
     mlp_ratio: int = 4
 
-    def __post_init__(self):
-        for name in ("d", "n_points", "n_layers", "width", "heads", "mlp_ratio"):
-            check_int(getattr(self, name), name, minimum=1)
-        if self.width % self.heads:
-            raise ValueError(
-                f"width must be a multiple of heads, got width={self.width} and heads={self.heads}"
-            )
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+    POSITIVE_INTS = ("d", "n_points", "n_layers", "width", "heads", "mlp_ratio")
 
 
 class LinearBlock(nn.Module):
@@ -145,19 +135,11 @@ class LinearAttentionRegressor(InContextRegressor):
                 nn.init.normal_(mlp.fc_out.weight, std=out_std)
                 nn.init.zeros_(mlp.fc_out.bias)
 
-    def x_token_positions(self, n: int) -> torch.Tensor:
-        """Token index of ``x_i``: ``0, 2, 4, ...``."""
-        return torch.arange(n, device=self.wpe.weight.device) * 2
-
     def embed(self, X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """``(B, n, d), (B, n) -> (B, 2n, width)``: pair tokens, read in, add positions."""
         X, y = self._check_inputs(X, y)
         tokens = pair_tokens(X, y)
         return self.read_in(tokens) + self.wpe.weight[: tokens.shape[1]]
-
-    def readout(self, H: torch.Tensor) -> torch.Tensor:
-        """``(B, 2n, width) -> (B, n)``: final LayerNorm (if any) and read-out at the x tokens."""
-        return self.read_out(self.ln_f(H[:, ::2]))[..., 0]
 
 
 def pair_tokens(X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

@@ -11,24 +11,23 @@ so that, like the Transformers, every block maps the residual stream ``(B, T, D)
 construction: the output at token ``t`` has read tokens ``≤ t`` only, so prediction ``i``
 (read at ``x_i``'s token) never sees ``y_i``.
 
-Hook protocol: as in :mod:`tfnewton.models.gpt2`. The model has no positions, so it
-accepts prompts of any length (``config.n_points`` is only the training length).
+Hook protocol: :class:`tfnewton.capture.PromptModel`, as every family. The model has no
+positions, so it accepts prompts of any length.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 
-from .._validate import check_int
-from ._common import InContextRegressor
+from ._common import InContextRegressor, ModelConfig
 from .gpt2 import interleave
 
 
 @dataclass
-class LSTMConfig:
+class LSTMConfig(ModelConfig):
     """Shape of an :class:`LSTMRegressor`: ``d``, ``n_layers`` LSTM blocks of hidden size ``width``."""
 
     d: int
@@ -36,12 +35,7 @@ class LSTMConfig:
     width: int = 64
     layernorm: bool = True
 
-    def __post_init__(self):
-        for name in ("d", "n_layers", "width"):
-            check_int(getattr(self, name), name, minimum=1)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+    POSITIVE_INTS = ("d", "n_layers", "width")
 
 
 class LSTMBlock(nn.Module):
@@ -79,15 +73,7 @@ class LSTMRegressor(InContextRegressor):
         self.ln_f = nn.LayerNorm(config.width) if config.layernorm else nn.Identity()
         self.read_out = nn.Linear(config.width, 1)
 
-    def x_token_positions(self, n: int) -> torch.Tensor:
-        """Token index of ``x_i``: ``0, 2, 4, ...``."""
-        return torch.arange(n, device=self.read_in.weight.device) * 2
-
     def embed(self, X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """``(B, n, d), (B, n) -> (B, 2n, width)``."""
         X, y = self._check_inputs(X, y)
         return self.read_in(interleave(X, y))
-
-    def readout(self, H: torch.Tensor) -> torch.Tensor:
-        """``(B, 2n, width) -> (B, n)`` at the x tokens."""
-        return self.read_out(self.ln_f(H[:, ::2]))[..., 0]
