@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import subprocess
 import sys
 
@@ -242,3 +243,99 @@ def test_import_does_not_load_torch():
     code = "import sys, tfnewton; print('torch' in sys.modules); tfnewton.tasks; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["False", "True"]
+
+
+# --------------------------------------------------------------------------- mixtures of condition numbers
+
+
+def test_ill_conditioned_draws_are_the_documented_recipe():
+    # The trained models' data rely on these draws: w, Z, then Q, with x = (Z * √λ) Qᵀ.
+    t = tasks.sample_linear_regression(4, 6, 3, condition_number=10.0, noise_std=0.1,
+                                       generator=torch.Generator().manual_seed(9), dtype=torch.float64)
+    g = torch.Generator().manual_seed(9)
+    w = torch.randn((4, 3), generator=g, dtype=torch.float64)
+    Z = torch.randn((4, 6, 3), generator=g, dtype=torch.float64)
+    Q, R = torch.linalg.qr(torch.randn((4, 3, 3), generator=g, dtype=torch.float64))
+    Q = Q * torch.sign(torch.diagonal(R, dim1=-2, dim2=-1)).unsqueeze(-2)
+    X = (Z * tasks.covariance_eigenvalues(3, 10.0).sqrt()) @ Q.transpose(-1, -2)
+    y = (X @ w.unsqueeze(-1)).squeeze(-1) + 0.1 * torch.randn((4, 6), generator=g, dtype=torch.float64)
+    assert torch.equal(t.X, X) and torch.equal(t.y, y) and torch.equal(t.w, w)
+    assert t.condition_number == 10.0
+
+
+def test_a_mixture_draws_each_condition_number_per_prompt():
+    """Giannou et al.'s logistic setting mixes κ = 1, 10, 50: each prompt's inputs have its own
+    κ (read off a long prompt's empirical covariance), and each value is drawn about equally often."""
+    t = tasks.sample_linear_regression(300, 3000, 5, condition_number=(1, 10, 50),
+                                       generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    kappa = t.condition_number
+    assert kappa.shape == (300,) and set(kappa.unique().tolist()) == {1.0, 10.0, 50.0}
+    for value in (1.0, 10.0, 50.0):
+        chosen = kappa == value
+        assert 70 < int(chosen.sum()) < 130
+        eig = torch.linalg.eigvalsh(t.X[chosen].transpose(1, 2) @ t.X[chosen] / 3000)
+        ratio = (eig[:, -1] / eig[:, 0]).median().item()
+        assert 0.85 * value < ratio < 1.2 * value + 0.2, (value, ratio)
+    # Slicing keeps each prompt's κ with it; the logistic sampler takes the same mixture.
+    assert torch.equal(t[5:9].condition_number, kappa[5:9])
+    logistic = tasks.sample_logistic_regression(64, 26, 5, condition_number=(1.0, 10.0, 50.0),
+                                                generator=torch.Generator().manual_seed(1))
+    assert set(logistic.condition_number.unique().tolist()) <= {1.0, 10.0, 50.0}
+    assert (logistic.X.norm(dim=-1) <= 1 + 1e-6).all() and set(logistic.y.unique().tolist()) == {-1.0, 1.0}
+
+
+@pytest.mark.parametrize("mixture, words", [((), ["condition_number", "non-empty"]),
+                                             ((1.0, 0.5), ["condition_number", ">= 1", "0.5"]),
+                                             ((2.0, "x"), ["condition_number", "real number"])])
+def test_a_bad_mixture_gets_a_clear_error(mixture, words):
+    with pytest.raises((ValueError, TypeError)) as info:
+        tasks.sample_linear_regression(2, 5, 3, condition_number=mixture)
+    for word in words:
+        assert word in str(info.value)
+
+
+# --------------------------------------------------------------------------- tasks to train on
+
+
+def test_training_tasks_sample_and_pass_only_their_options():
+    options = {"noise_std": 0.0, "condition_number": (1.0, 10.0, 50.0), "sparsity": 5, "mu": 0.01}
+    for name, task in tasks.TRAINING_TASKS.items():
+        assert tasks.training_task(name) is task and task.headline in task.metrics(
+            torch.zeros(2, 4), torch.ones(2, 4), 3)
+        problems = task.sample(8, 6, 3, generator=torch.Generator().manual_seed(0), options=options)
+        assert problems.X.shape == (8, 6, 3) and problems.y.shape == (8, 6)
+    # Sparse recovery under the curriculum: the sparsity is capped at the dimension drawn.
+    sparse = tasks.training_task("sparse_recovery").sample(4, 6, 3, options=options)
+    assert (sparse.support.sum(-1) == 3).all()
+    with pytest.raises(ValueError, match=r"task must be one of \('linear_regression'.*got 'ranking'"):
+        tasks.training_task("ranking")
+
+
+def test_training_losses_and_metrics_are_the_stated_formulas():
+    g = torch.Generator().manual_seed(0)
+    pred, y = torch.randn(50, 7, generator=g, dtype=torch.float64), torch.randn(50, 7, generator=g, dtype=torch.float64)
+    labels = torch.where(y > 0, 1.0, -1.0).to(torch.float64)
+    regression = tasks.training_task("linear_regression")
+    assert torch.equal(regression.loss(pred, y), ((pred - y) ** 2).mean())
+    torch.testing.assert_close(regression.metrics(pred, y, 4)["error"], ((pred - y) ** 2).mean(0) / 4)
+    logistic = tasks.training_task("logistic_regression")
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(pred, (labels + 1) / 2)
+    torch.testing.assert_close(logistic.loss(pred, labels), bce, rtol=1e-12, atol=0)
+    metrics = logistic.metrics(pred, labels, 4)
+    per_position = torch.nn.functional.binary_cross_entropy_with_logits(pred, (labels + 1) / 2, reduction="none").mean(0)
+    torch.testing.assert_close(metrics["cross_entropy"], per_position, rtol=1e-12, atol=0)
+    torch.testing.assert_close(metrics["accuracy"], (torch.sign(pred) == labels).double().mean(0))
+    zero = logistic.metrics(torch.zeros(3, 2), torch.ones(3, 2), 4)  # a logit of 0 says nothing
+    assert torch.allclose(zero["cross_entropy"], torch.full((2,), math.log(2), dtype=torch.float64))
+    assert zero["accuracy"].tolist() == [0.0, 0.0]
+
+
+@pytest.mark.parametrize("name, options, message", [
+    ("logistic_regression", {"noise_std": 0.1}, "noise_std must be 0 for task 'logistic_regression'"),
+    ("sparse_recovery", {"condition_number": 10.0}, "condition_number must be 1 for task 'sparse_recovery'"),
+    ("sparse_recovery", {"sparsity": 6}, "sparsity must be <= d = 5, got 6"),
+])
+def test_training_tasks_refuse_options_they_cannot_run(name, options, message):
+    with pytest.raises(ValueError, match=message):
+        tasks.training_task(name).check_options(5, options)
+    tasks.training_task("linear_regression").check_options(5, options)  # linear regression takes them all

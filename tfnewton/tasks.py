@@ -9,11 +9,16 @@ Given the same generator seed, device and arguments, a sampler returns the same
 problems. CPU and CUDA generators are different streams, so the problems drawn
 on a GPU differ from those drawn on the CPU for the same seed (each repeats
 exactly on its own device).
+
+The last section registers the tasks a model is trained on (:func:`training_task`):
+for each, its sampler, the loss on the model's outputs, the metrics against the
+number of in-context examples and the baselines to score beside the model.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from typing import Callable
 
 import torch
 
@@ -31,6 +36,13 @@ __all__ = [
     "sample_matrices",
     "random_orthogonal",
     "covariance_eigenvalues",
+    "TrainingTask",
+    "TRAINING_TASKS",
+    "training_task",
+    "squared_error_loss",
+    "logistic_loss_of_logits",
+    "normalized_error_by_position",
+    "classification_metrics_by_position",
 ]
 
 
@@ -109,15 +121,15 @@ class LinearRegressionTask(_Task):
     w : Tensor of shape (B, d)
         The weights that generated ``y``.
     noise_std : float
-    condition_number : float
-        Condition number of the input covariance.
+    condition_number : float or Tensor of shape (B,)
+        Condition number of the input covariance; for a mixture, each prompt's.
     """
 
     X: torch.Tensor
     y: torch.Tensor
     w: torch.Tensor
     noise_std: float = 0.0
-    condition_number: float = 1.0
+    condition_number: float | torch.Tensor = 1.0
 
 
 @dataclass
@@ -133,12 +145,14 @@ class LogisticRegressionTask(_Task):
         Labels −1 or +1.
     w : Tensor of shape (B, d)
         The weights of the logistic model that drew the labels.
+    condition_number : float or Tensor of shape (B,)
+        Condition number of the input covariance; for a mixture, each prompt's.
     """
 
     X: torch.Tensor
     y: torch.Tensor
     w: torch.Tensor
-    condition_number: float = 1.0
+    condition_number: float | torch.Tensor = 1.0
 
 
 @dataclass
@@ -241,14 +255,33 @@ def _check_condition_number(condition_number) -> float:
     return kappa
 
 
-def _gaussian_inputs(batch, n, d, kappa, generator, device) -> torch.Tensor:
-    """x ~ N(0, Σ) with κ(Σ) = kappa and a random eigenbasis per prompt; float64 (B, n, d)."""
+def _check_condition_numbers(condition_number) -> float | tuple[float, ...]:
+    """One κ >= 1, or a non-empty tuple (or list) of them: a mixture."""
+    if isinstance(condition_number, (tuple, list)):
+        if not condition_number:
+            raise ValueError("condition_number must be a number >= 1 or a non-empty tuple of them, got an empty one")
+        return tuple(_check_condition_number(kappa) for kappa in condition_number)
+    return _check_condition_number(condition_number)
+
+
+def _gaussian_inputs(batch, n, d, kappa, generator, device):
+    """x ~ N(0, Σ) with κ(Σ) = kappa and a random eigenbasis per prompt; float64 (B, n, d).
+
+    Returns the inputs and the κ of each prompt: ``kappa`` itself, or for a mixture (a
+    tuple) a float64 tensor (B,) of the values drawn uniformly from it, one per prompt.
+    """
     Z = _randn((batch, n, d), generator, device)
+    if isinstance(kappa, tuple):
+        which = torch.randint(len(kappa), (batch,), generator=generator, device=device)
+        spectra = torch.stack([covariance_eigenvalues(d, k, device=device) for k in kappa])  # (K, d)
+        Q = _random_orthogonal(batch, d, generator, device)
+        X = (Z * spectra[which].sqrt().unsqueeze(1)) @ Q.transpose(-1, -2)
+        return X, torch.tensor(kappa, dtype=torch.float64, device=device)[which]
     if kappa == 1.0:
-        return Z
+        return Z, kappa
     scales = covariance_eigenvalues(d, kappa, device=device).sqrt()
     Q = _random_orthogonal(batch, d, generator, device)
-    return (Z * scales) @ Q.transpose(-1, -2)
+    return (Z * scales) @ Q.transpose(-1, -2), kappa
 
 
 # --------------------------------------------------------------------------- samplers
@@ -260,7 +293,7 @@ def sample_linear_regression(
     d: int,
     *,
     noise_std: float = 0.0,
-    condition_number: float = 1.0,
+    condition_number: float | tuple[float, ...] = 1.0,
     generator: torch.Generator | None = None,
     device=None,
     dtype: torch.dtype = torch.float32,
@@ -278,8 +311,9 @@ def sample_linear_regression(
         Number of prompts, points per prompt, input dimension.
     noise_std : float, optional
         Standard deviation of the label noise, ``>= 0``.
-    condition_number : float, optional
-        ``κ(Σ) >= 1``.
+    condition_number : float or tuple of float, optional
+        ``κ(Σ) >= 1``. A tuple is a mixture: each prompt's ``κ`` is drawn uniformly from
+        it (and recorded per prompt in the result's ``condition_number``).
     generator : torch.Generator, optional
         On ``device``; the same seed gives the same problems.
     device : str or torch.device, optional
@@ -302,9 +336,9 @@ def sample_linear_regression(
     """
     batch, d, device, dtype = _setup(batch, d, generator, device, dtype, n=n)
     noise_std = v.check_positive(noise_std, "noise_std", allow_zero=True)
-    kappa = _check_condition_number(condition_number)
+    kappa = _check_condition_numbers(condition_number)
     w = _randn((batch, d), generator, device)
-    X = _gaussian_inputs(batch, n, d, kappa, generator, device)
+    X, kappa = _gaussian_inputs(batch, n, d, kappa, generator, device)
     y = (X @ w.unsqueeze(-1)).squeeze(-1)
     if noise_std > 0:
         y = y + noise_std * _randn((batch, n), generator, device)
@@ -316,7 +350,7 @@ def sample_logistic_regression(
     n: int,
     d: int,
     *,
-    condition_number: float = 1.0,
+    condition_number: float | tuple[float, ...] = 1.0,
     weight_scale: float = 2.0,
     generator: torch.Generator | None = None,
     device=None,
@@ -333,8 +367,9 @@ def sample_logistic_regression(
     Parameters
     ----------
     batch, n, d : int
-    condition_number : float, optional
-        ``κ(Σ) >= 1``.
+    condition_number : float or tuple of float, optional
+        ``κ(Σ) >= 1``, or a mixture as in :func:`sample_linear_regression` (Giannou et
+        al.'s experiments mix 1, 10 and 50).
     weight_scale : float, optional
         Standard deviation of each coordinate of ``w`` (logits have standard
         deviation ≈ ``weight_scale``), ``> 0``.
@@ -347,10 +382,11 @@ def sample_logistic_regression(
         ``X (B, n, d)``, ``y (B, n)`` in {−1, +1}, ``w (B, d)``.
     """
     batch, d, device, dtype = _setup(batch, d, generator, device, dtype, n=n)
-    kappa = _check_condition_number(condition_number)
+    kappa = _check_condition_numbers(condition_number)
     weight_scale = v.check_positive(weight_scale, "weight_scale")
     w = weight_scale * _randn((batch, d), generator, device)
-    Z = _gaussian_inputs(batch, n, d, kappa, generator, device) / d**0.5
+    Z, kappa = _gaussian_inputs(batch, n, d, kappa, generator, device)
+    Z = Z / d**0.5
     X = Z / torch.clamp(Z.norm(dim=-1, keepdim=True), min=1.0)
     logits = (X @ w.unsqueeze(-1)).squeeze(-1)
     u = torch.rand((batch, n), generator=generator, device=device, dtype=torch.float64)
@@ -608,3 +644,174 @@ def sample_matrices(
     U = _random_orthogonal(batch, d, generator, device)
     V = _random_orthogonal(batch, d, generator, device)
     return ((U * sigma.unsqueeze(-2)) @ V.transpose(-1, -2)).to(dtype)
+
+
+# --------------------------------------------------------------------------- tasks to train on
+#
+# What the training loop (tfnewton.train) needs to know about each kind of problem: how to
+# draw it, the loss on the model's outputs, the metrics at each context length, and which
+# baselines (tfnewton.baselines) to score beside the model. train() looks a task up by
+# name and never branches on it; a new task is one entry of TRAINING_TASKS.
+
+
+def squared_error_loss(pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Mean squared error over every position of every prompt (Garg et al.'s training loss).
+
+    Parameters
+    ----------
+    pred, y : Tensor of shape (B, n)
+
+    Returns
+    -------
+    Tensor of shape ()
+    """
+    return (pred - y).pow(2).mean()
+
+
+def logistic_loss_of_logits(pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Binary cross-entropy of the logits ``pred`` against labels ±1, over every position.
+
+    ``mean log(1 + exp(−y·pred))``, which is ``binary_cross_entropy_with_logits`` against
+    the 0/1 labels ``(y + 1) / 2``.
+
+    Parameters
+    ----------
+    pred : Tensor of shape (B, n)
+        Logits.
+    y : Tensor of shape (B, n)
+        Labels −1 or +1.
+
+    Returns
+    -------
+    Tensor of shape ()
+    """
+    return torch.nn.functional.softplus(-y * pred).mean()
+
+
+def normalized_error_by_position(pred: torch.Tensor, y: torch.Tensor, d: int) -> dict[str, torch.Tensor]:
+    """``{"error": E[(ŷ − y)²] / d}`` at each position, averaged over prompts, in float64.
+
+    Garg et al.'s normalized squared error: predicting 0 on isotropic linear regression
+    gives about 1. Position ``k`` has seen ``k`` in-context examples.
+
+    Returns
+    -------
+    dict of Tensor of shape (n,)
+    """
+    return {"error": (pred.double() - y.double()).pow(2).mean(0) / d}
+
+
+def classification_metrics_by_position(pred: torch.Tensor, y: torch.Tensor, d: int) -> dict[str, torch.Tensor]:
+    """Cross-entropy of the logits and accuracy of their sign at each position, in float64.
+
+    ``{"cross_entropy": E[log(1 + exp(−y·ŷ))], "accuracy": P(y·ŷ > 0)}`` averaged over
+    prompts (``d`` is unused; every task's metrics take it). A logit of 0 scores
+    ``log 2`` and counts as wrong.
+
+    Returns
+    -------
+    dict of Tensor of shape (n,)
+    """
+    margins = y.double() * pred.double()
+    return {"cross_entropy": torch.nn.functional.softplus(-margins).mean(0),
+            "accuracy": (margins > 0).double().mean(0)}
+
+
+@dataclass(frozen=True)
+class TrainingTask:
+    """One kind of in-context problem as the training loop sees it.
+
+    Attributes
+    ----------
+    name : str
+    sampler : callable
+        ``sampler(batch, n, d, *, generator, device, **options)`` → problems with
+        ``X (B, n, d)`` and ``y (B, n)`` (one of the samplers above).
+    options : tuple of str
+        The recipe's options the sampler takes (keyword arguments of ``sampler``).
+    loss : callable
+        ``loss(pred, y)`` → scalar: the training loss of the model's outputs ``(B, n)``.
+    metrics : callable
+        ``metrics(pred, y, d)`` → ``{name: Tensor of shape (n,)}``: each metric at every
+        position, that is against the number ``k`` of in-context examples.
+    headline : str
+        The metric the loop logs and evaluates during training (lower is better).
+    baselines : tuple of str
+        Estimators of :data:`tfnewton.baselines.BASELINES` scored beside the model; the
+        loop prints the first one's headline metric next to the model's.
+    check_options : callable
+        ``check_options(d, options)`` raises ``ValueError`` for options this task cannot
+        run (``options`` a dict of the recipe's task options).
+    """
+
+    name: str
+    sampler: Callable
+    options: tuple[str, ...]
+    loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    metrics: Callable[[torch.Tensor, torch.Tensor, int], dict]
+    headline: str
+    baselines: tuple[str, ...] = ()
+    check_options: Callable[[int, dict], None] = lambda d, options: None
+
+    def sample(self, batch: int, n: int, d: int, *, generator=None, device=None, options: dict | None = None):
+        """Problems from ``sampler`` with the entries of ``options`` it takes (others ignored).
+
+        Returns
+        -------
+        The sampler's dataclass: ``X (B, n, d)``, ``y (B, n)``, ...
+        """
+        options = options or {}
+        return self.sampler(batch, n, d, generator=generator, device=device,
+                            **{name: options[name] for name in self.options if name in options})
+
+
+def _sample_sparse_recovery_capped(batch, n, d, *, sparsity, noise_std, generator=None, device=None):
+    # Under the curriculum d grows from below the sparsity: cap it at d.
+    return sample_sparse_recovery(batch, n, d, sparsity=min(sparsity, d), noise_std=noise_std,
+                                  generator=generator, device=device)
+
+
+def _check_logistic_options(d: int, options: dict) -> None:
+    if options.get("noise_std", 0.0) != 0.0:
+        raise ValueError(f"noise_std must be 0 for task 'logistic_regression' (its ±1 labels are drawn at "
+                         f"random already), got {options['noise_std']}")
+
+
+def _check_sparse_recovery_options(d: int, options: dict) -> None:
+    if options.get("condition_number", 1.0) != 1.0:
+        raise ValueError(f"condition_number must be 1 for task 'sparse_recovery' (its measurement matrix is "
+                         f"i.i.d. Gaussian), got {options['condition_number']}")
+    if options.get("sparsity", 1) > d:
+        raise ValueError(f"sparsity must be <= d = {d}, got {options['sparsity']}")
+
+
+TRAINING_TASKS: dict[str, TrainingTask] = {
+    "linear_regression": TrainingTask(
+        "linear_regression", sample_linear_regression, ("noise_std", "condition_number"),
+        squared_error_loss, normalized_error_by_position, "error", baselines=("ols", "gd_tuned")),
+    "sparse_recovery": TrainingTask(
+        "sparse_recovery", _sample_sparse_recovery_capped, ("sparsity", "noise_std"),
+        squared_error_loss, normalized_error_by_position, "error", baselines=("ols", "gd_tuned"),
+        check_options=_check_sparse_recovery_options),
+    # The model outputs a logit per position; Giannou et al.'s setting is d = 5, n = 26,
+    # mu = 0.01 (the damped-Newton baseline's) and condition numbers 1, 10, 50 mixed.
+    "logistic_regression": TrainingTask(
+        "logistic_regression", sample_logistic_regression, ("condition_number",),
+        logistic_loss_of_logits, classification_metrics_by_position, "cross_entropy", baselines=("newton",),
+        check_options=_check_logistic_options),
+}
+
+
+def training_task(name: str) -> TrainingTask:
+    """The :class:`TrainingTask` registered as ``name`` in :data:`TRAINING_TASKS`.
+
+    Examples
+    --------
+    >>> from tfnewton.tasks import training_task
+    >>> task = training_task("logistic_regression")
+    >>> task.headline, task.baselines
+    ('cross_entropy', ('newton',))
+    """
+    if name not in TRAINING_TASKS:
+        raise ValueError(f"task must be one of {tuple(TRAINING_TASKS)}, got {name!r}")
+    return TRAINING_TASKS[name]
