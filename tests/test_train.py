@@ -540,6 +540,52 @@ def test_error_vs_k_baselines():
     assert 0.5 < curve["model"][6] < 2.0  # untrained: about as bad as predicting 0
 
 
+@pytest.mark.parametrize("n, d", [(4, 6), (9, 3), (12, 12)])
+def test_ols_predictions_are_least_squares_on_each_prefix(n, d):
+    """Against NumPy's minimum-norm lstsq, prompt by prompt and prefix by prefix (float64)."""
+    import numpy as np
+
+    from tfnewton.baselines import ols_errors, ols_predictions
+
+    g = torch.Generator().manual_seed(n * d)
+    X, y = torch.randn(5, n, d, generator=g, dtype=torch.float64), torch.randn(5, n, generator=g, dtype=torch.float64)
+    preds = ols_predictions(X, y)
+    expected = np.zeros((5, n))
+    for b in range(5):
+        for k in range(1, n):
+            w = np.linalg.lstsq(X[b, :k].numpy(), y[b, :k].numpy(), rcond=None)[0]
+            expected[b, k] = X[b, k].numpy() @ w
+    np.testing.assert_allclose(preds.numpy(), expected, rtol=0, atol=1e-9)
+    torch.testing.assert_close(ols_errors(X, y), ((preds - y) ** 2).mean(0) / d, rtol=1e-12, atol=0)
+
+
+def test_newton_logistic_baseline_is_the_regularized_maximum_likelihood_fit():
+    """Its logit at position k uses w = argmin mean log(1 + exp(-y x^T w)) + (mu/2)|w|^2 over the
+    first k pairs: compared with scikit-learn's fit of the same objective (C = 1 / (mu k))."""
+    from sklearn.linear_model import LogisticRegression
+
+    from tfnewton.baselines import newton_logistic_logits
+    from tfnewton.tasks import sample_logistic_regression
+
+    t = sample_logistic_regression(4, 12, 5, condition_number=(1.0, 10.0, 50.0), dtype=torch.float64,
+                                   generator=torch.Generator().manual_seed(3))
+    mu = 0.01
+    logits = newton_logistic_logits(t.X, t.y, mu=mu)
+    assert logits.shape == (4, 12) and torch.equal(logits[:, 0], torch.zeros(4, dtype=torch.float64))
+    compared = 0
+    for b in range(4):
+        for k in (3, 7, 11):
+            labels = t.y[b, :k].numpy()
+            if len(set(labels)) < 2:  # scikit-learn needs both classes
+                continue
+            fit = LogisticRegression(C=1 / (mu * k), fit_intercept=False, solver="newton-cg", tol=1e-12,
+                                     max_iter=10_000).fit(t.X[b, :k].numpy(), labels)
+            expected = float(t.X[b, k].numpy() @ fit.coef_[0])
+            assert logits[b, k].item() == pytest.approx(expected, abs=1e-9)  # measured: 6e-12
+            compared += 1
+    assert compared >= 10
+
+
 # --------------------------------------------------------------------------- command line and DDP
 
 
