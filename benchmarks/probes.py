@@ -35,7 +35,7 @@ import argparse
 import torch
 from _timing import timed
 
-from tfnewton import probes, tasks
+from tfnewton import capture, probes, tasks
 from tfnewton.models import build_model, list_pretrained, load_pretrained
 
 
@@ -60,7 +60,7 @@ def main() -> None:
 
     model, what = small_model()
     task = tasks.sample_linear_regression(args.prompts, 11, 5, generator=torch.Generator().manual_seed(0))
-    capture_wall, capture_cpu, _ = timed(lambda: probes.hidden_states(model, task.X, task.y), args.repeats)
+    capture_wall, capture_cpu, _ = timed(lambda: capture.hidden_states(model, task.X, task.y), args.repeats)
     print(f"\n[1] d = 5, 6 x 64 GPT-2 ({what}), {args.prompts} prompts x 11 points")
     print(f"    one forward pass with hooks (all positions kept): {capture_wall:.2f} s wall, {capture_cpu:.2f} s CPU")
     for target in ("prediction", "weights"):

@@ -44,7 +44,10 @@ class AlgorithmOracle(nn.Module):
 
     Tokens interleave ``x_i`` and ``y_i`` (GPT-2 layout), width ``2d + 1``: slots ``x`` (d),
     ``w`` (d), ``p`` (1). ``forward(X, y) -> (B, n)`` returns slot ``p`` of the x tokens.
+    It defines no ``query_position``: a causal learner's query is its next x token.
     """
+
+    takes_query = False
 
     def __init__(self, d: int, layer_steps, algorithm=algorithms.newton_least_squares):
         super().__init__()

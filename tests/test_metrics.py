@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from probe_models import AlgorithmOracle
 
-from tfnewton import algorithms, metrics, probes, tasks
+from tfnewton import algorithms, capture, metrics, tasks
 from tfnewton.constructions import newton_regression_transformer
 from tfnewton.models import build_model
 
@@ -123,4 +123,4 @@ def test_layer_readouts_of_a_trained_model_shape():
     assert r.layer_names[-1] == "blocks.1.resid_post"
     # probes are ridge fits of y at x tokens: the prediction at layer 0 must be finite
     assert bool(torch.isfinite(r.predictions).all())
-    assert probes.query_position(model, 7) == 14
+    assert capture.query_position(model, 7) == 14

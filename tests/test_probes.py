@@ -1,10 +1,7 @@
-"""tfnewton.probes: hidden-state capture, the ridge probe, probe_iterates and its controls."""
+"""tfnewton.probes: probe_iterates, its ProbeTable and its controls (capture, ridge and registry: their own tests)."""
 
-import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
-from hypothesis import strategies as st
 from probe_models import AlgorithmOracle, NoBlocks
 
 from tfnewton import algorithms, probes, tasks
@@ -19,174 +16,6 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 def _task(B, n, d, seed=0, dtype=torch.float64, **kw):
     return tasks.sample_linear_regression(B, n, d, generator=torch.Generator().manual_seed(seed), dtype=dtype, **kw)
-
-
-# --------------------------------------------------------------------------- capture
-
-
-@pytest.mark.parametrize("kind", ["gpt2", "linear", "lstm"])
-def test_hidden_states_equal_a_manual_pass_through_the_blocks(kind):
-    model = build_model(kind, 3, n_points=6, seed=0, **TINY).double()
-    task = _task(4, 6, 3)
-    hs = probes.hidden_states(model, task.X, task.y)
-    assert hs.shape == (3, 4, 12, 16) and hs.dtype == torch.float64
-    H = model.embed(task.X, task.y)
-    assert torch.equal(hs[0], H)
-    for i, block in enumerate(model.blocks):
-        H = block(H)
-        assert torch.equal(hs[i + 1], H)
-    out, cache = probes.run_with_cache(model, task.X, task.y)
-    assert torch.equal(out, model(task.X, task.y))
-    assert list(cache) == ["embed", "blocks.0.resid_post", "blocks.1.resid_post"]
-    assert torch.equal(cache["blocks.0.resid_pre"], cache["embed"])
-    assert torch.equal(cache[2], cache["blocks.1.resid_post"]) and torch.equal(cache.stack(), hs)
-    with pytest.raises(KeyError, match="blocks.7"):
-        cache["blocks.7.resid_post"]
-
-
-def test_hidden_states_in_chunks_match_one_pass_and_leave_no_hooks():
-    model = build_model("gpt2", 3, n_points=6, seed=0, **TINY)
-    model.train()
-    task = _task(10, 6, 3, dtype=torch.float32)
-    full = probes.hidden_states(model, task.X, task.y)
-    chunked = probes.hidden_states(model, task.X, task.y, batch_size=3)
-    torch.testing.assert_close(full, chunked)
-    assert model.training  # the flag is restored
-    for block in model.blocks:
-        assert not block._forward_hooks and not block._forward_pre_hooks
-
-
-def test_hooks_are_removed_when_the_forward_pass_raises():
-    model = build_model("gpt2", 3, n_points=6, seed=0, **TINY)
-
-    def boom(module, args, out):
-        raise RuntimeError("boom")
-
-    extra = model.blocks[1].register_forward_hook(boom)
-    task = _task(2, 6, 3, dtype=torch.float32)
-    with pytest.raises(RuntimeError, match="boom"):
-        probes.hidden_states(model, task.X, task.y)
-    extra.remove()
-    for block in model.blocks:
-        assert not block._forward_hooks and not block._forward_pre_hooks
-
-
-def test_construction_hidden_states_match_its_own_and_need_a_query():
-    model = newton_regression_transformer(3, 2)
-    task = _task(4, 8, 3)
-    X, y, xq = task.X[:, :7], task.y[:, :7], task.X[:, 7]
-    hs = probes.hidden_states(model, X, y, xq)
-    torch.testing.assert_close(hs, model.hidden_states(X, y, xq), rtol=0, atol=0)
-    assert probes.query_position(model, 7) == 7
-    with pytest.raises(ValueError, match="x_query"):
-        probes.hidden_states(model, X, y)
-
-
-def test_query_position_of_a_trained_model_is_the_next_x_token():
-    model = build_model("gpt2", 3, n_points=6, seed=0, **TINY)
-    assert probes.query_position(model, 5) == 10
-
-
-def test_bad_models_and_prompts_are_refused_clearly():
-    task = _task(4, 6, 3)
-    with pytest.raises(TypeError, match="model.blocks"):
-        probes.hidden_states(NoBlocks(), task.X, task.y)
-    with pytest.raises(TypeError, match="nn.Module"):
-        probes.hidden_states(lambda X, y: X, task.X, task.y)
-    model = build_model("gpt2", 5, n_points=6, seed=0, **TINY)
-    with pytest.raises(ValueError, match="d = 3.*d = 5"):
-        probes.hidden_states(model, task.X, task.y)
-    with pytest.raises(ValueError, match="d = 3.*d = 5"):
-        probes.probe_iterates(model, task, steps=2)
-    with pytest.raises(TypeError, match="model.blocks"):
-        probes.probe_iterates(NoBlocks(), task, steps=2)
-    with pytest.raises(ValueError, match="y must have shape"):
-        probes.hidden_states(model, task.X, task.y[:, :3])
-
-
-# --------------------------------------------------------------------------- the ridge probe
-
-
-def test_r2_score_matches_scikit_learn():
-    from sklearn.metrics import r2_score
-
-    g = np.random.default_rng(0)
-    t, p = g.normal(size=(50, 3)), g.normal(size=(50, 3))
-    ours = probes.r2_score(torch.from_numpy(p), torch.from_numpy(t)).numpy()
-    np.testing.assert_allclose(ours, r2_score(t, p, multioutput="raw_values"), rtol=1e-12)
-
-
-def test_fit_linear_probe_equals_scikit_learn_ridge_at_the_chosen_penalty():
-    from sklearn.linear_model import Ridge
-
-    g = torch.Generator().manual_seed(1)
-    F = torch.randn(300, 6, generator=g, dtype=torch.float64) * torch.tensor([1, 2, 3, 0.1, 5, 1.0], dtype=torch.float64)
-    Y = F @ torch.randn(6, 2, generator=g, dtype=torch.float64) + 0.5 * torch.randn(300, 2, generator=g, dtype=torch.float64)
-    probe = probes.fit_linear_probe(F, Y, generator=torch.Generator().manual_seed(0))
-    mean, std = F.mean(0).numpy(), F.std(0).numpy()  # torch's std is unbiased (ddof = 1)
-    Z = (F.numpy() - mean) / std
-    for k in range(2):
-        ref = Ridge(alpha=300 * float(probe.penalty[k]), fit_intercept=True).fit(Z, Y[:, k].numpy())
-        np.testing.assert_allclose(probe.coef[:, k].numpy(), ref.coef_, rtol=1e-9, atol=1e-12)
-        np.testing.assert_allclose(float(probe.intercept[k]), ref.intercept_, rtol=1e-9)
-    Fn = torch.randn(100, 6, generator=g, dtype=torch.float64)
-    assert probe.predict(Fn).shape == (100, 2) and probe.score(Fn, Fn @ probe.coef).shape == (2,)
-
-
-@settings(max_examples=8, deadline=None)
-@given(P=st.integers(1, 12), K=st.integers(1, 3), seed=st.integers(0, 1000))
-def test_fit_linear_probe_recovers_an_exact_linear_map_on_held_out_rows(P, K, seed):
-    g = torch.Generator().manual_seed(seed)
-    F = torch.randn(20 * P + 40, P, generator=g, dtype=torch.float64)
-    A = torch.randn(P, K, generator=g, dtype=torch.float64)
-    T = F @ A + 3.0
-    probe = probes.fit_linear_probe(F[:-30], T[:-30], generator=g)
-    assert bool((probe.score(F[-30:], T[-30:]) > 0.9999).all())
-
-
-def test_fit_linear_probe_picks_a_large_penalty_for_noise_and_a_small_one_for_signal():
-    g = torch.Generator().manual_seed(2)
-    F = torch.randn(400, 10, generator=g, dtype=torch.float64)
-    signal = F @ torch.randn(10, generator=g, dtype=torch.float64)
-    noise = torch.randn(400, generator=g, dtype=torch.float64)
-    small = probes.fit_linear_probe(F, signal, generator=g).penalty
-    large = probes.fit_linear_probe(F, noise, generator=g).penalty
-    assert float(small) <= 1e-6 and float(large) >= 1e-2
-    probe = probes.fit_linear_probe(F, signal, generator=g)
-    assert probe.predict(F).shape == (400,) and probe.score(F, signal).ndim == 0
-
-
-def test_fit_linear_probe_refuses_too_few_problems_and_bad_shapes():
-    F = torch.randn(40, 64, dtype=torch.float64)
-    with pytest.raises(ValueError, match="too few probe problems.*dimension 64"):
-        probes.fit_linear_probe(F, torch.randn(40, dtype=torch.float64))
-    with pytest.raises(ValueError, match="one row per problem"):
-        probes.fit_linear_probe(F, torch.randn(39, dtype=torch.float64))
-    with pytest.raises(ValueError, match="val_fraction"):
-        probes.fit_linear_probe(F, torch.randn(40, dtype=torch.float64), val_fraction=1.5)
-    with pytest.raises(ValueError, match="penalties"):
-        probes.fit_linear_probe(torch.randn(400, 3, dtype=torch.float64), torch.randn(400, dtype=torch.float64), penalties=[-1.0])
-
-
-# --------------------------------------------------------------------------- targets
-
-
-def test_iterates_and_prefix_predictions_against_the_algorithms():
-    task = _task(5, 7, 3)
-    W = probes.iterates("newton", task.X, task.y, 4)
-    torch.testing.assert_close(W, algorithms.newton_least_squares(task.X, task.y, 4), rtol=0, atol=0)
-    P = probes.prefix_predictions("gd", task.X, task.y, 3, lr=0.5)
-    assert P.shape == (4, 5, 7) and bool((P[:, :, 0] == 0).all())
-    for i in (1, 4, 6):
-        w = algorithms.gradient_descent_least_squares(task.X[:, :i], task.y[:, :i], 3, lr=0.5)
-        torch.testing.assert_close(P[:, :, i], (w * task.X[:, i]).sum(-1), rtol=1e-12, atol=1e-12)
-    online = probes.prefix_predictions("online_gd", task.X, task.y, 0)
-    w = algorithms.online_gradient_descent(task.X, task.y)
-    torch.testing.assert_close(online[0, :, 3], (w[3] * task.X[:, 3]).sum(-1))
-    ols = probes.iterates("ols", task.X, task.y, 2)
-    torch.testing.assert_close(ols[2], algorithms.least_squares(task.X, task.y))
-    with pytest.raises(ValueError, match="algorithm must be one of"):
-        probes.iterates("adam", task.X, task.y, 2)
 
 
 # --------------------------------------------------------------------------- probe_iterates
@@ -286,13 +115,27 @@ def test_shipped_checkpoint_holds_the_newton_prediction_and_its_random_init_twin
     assert float(table.r2[0].max()) < 0.3  # the embedding alone holds no Newton prediction
 
 
-def test_a_model_of_one_input_newton_schulz_is_captured_too():
-    from tfnewton.constructions import newton_schulz_transformer
+def test_bad_models_and_tasks_are_refused_before_any_work():
+    task = _task(40, 6, 3)
+    model = build_model("gpt2", 5, n_points=6, seed=0, **TINY)
+    with pytest.raises(ValueError, match="d = 3.*d = 5"):
+        probes.probe_iterates(model, task, steps=2)
+    with pytest.raises(TypeError, match="model.blocks"):
+        probes.probe_iterates(NoBlocks(), task, steps=2)
+    with pytest.raises(ValueError, match="test_fraction"):
+        probes.probe_iterates(model, task, steps=2, test_fraction=1.0)
+    with pytest.raises(ValueError, match="algorithm must be one of"):
+        probes.probe_iterates(model, task, "adam", steps=2)
 
-    model = newton_schulz_transformer(3, 2)
-    A = tasks.sample_spd(4, 3, 10.0, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    out, cache = probes.run_with_cache(model, A)
-    torch.testing.assert_close(out, model(A), rtol=0, atol=0)
-    assert len(cache) == 3 and cache.stack().shape[:2] == (3, 4)
-    with pytest.raises(ValueError, match="x_query needs prompts"):
-        probes.hidden_states(model, A, x_query=A[:, 0])
+
+def test_the_target_algorithm_may_be_a_fitted_module_or_take_its_own_parameters():
+    oracle = AlgorithmOracle(3, layer_steps=[1, 3], algorithm=algorithms.gradient_descent_least_squares)
+    task = _task(300, 9, 3)
+    # a construction's iterates as the targets: GD with lr = 0.5, from a module
+    gd = gd_regression_transformer(3, 3, lr=0.5)
+    by_module = probes.probe_iterates(oracle, task, gd, 3, controls=())
+    by_name = probes.probe_iterates(oracle, task, "gd", 3, lr=0.5, controls=())
+    assert by_module.algorithm == "GDRegressionTransformer"
+    torch.testing.assert_close(by_module.r2, by_name.r2, rtol=1e-9, atol=1e-9, equal_nan=True)
+    with pytest.raises(ValueError, match="gd takes lr; got mu"):
+        probes.probe_iterates(oracle, task, "gd", 3, mu=0.1, controls=())

@@ -6,13 +6,15 @@ Submodules are imported lazily, so ``import tfnewton`` stays fast and
 >>> import tfnewton
 >>> tfnewton.algorithms.newton_schulz  # doctest: +SKIP
 
-``algorithms``     reference optimizers, every iterate returned
+``algorithms``     reference optimizers, every iterate returned, and their registry
 ``tasks``          samplers of in-context problems
 ``layers``         linear attention, ReLU MLP and the residual stack
 ``constructions``  Transformers whose weights are written down
 ``models``         trained in-context learners and their checkpoints
 ``train``          the training loop
-``probes``         hidden-state capture and linear probes
+``capture``        the hook protocol; a model's residual stream by layer name
+``ridge``          the ridge probe (fit / predict / score) and the one train/test split
+``probes``         linear probes from every layer to every step of an algorithm
 ``metrics``        Fu et al.'s similarity metrics
 ``comparison``     ``compare``: error vs layer/step for any mix of models and algorithms
 """
@@ -30,6 +32,8 @@ _SUBMODULES = (
     "constructions",
     "models",
     "train",
+    "capture",
+    "ridge",
     "probes",
     "metrics",
     "comparison",
