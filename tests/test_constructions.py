@@ -178,6 +178,20 @@ def test_newton_regression_matches_numpy_loop_with_explicit_alpha():
     assert rel_err(model.iterates(X, y), newton_least_squares(X, y, 10, alpha=alpha)) <= TOL
 
 
+def test_newton_regression_matrix_tokens_hold_m_k_after_matrix_block_of_step():
+    """The matrix tokens carry M̃_k = M_k / c² (c² = √α) after block matrix_block_of_step(k)."""
+    d, n, steps = 4, 10, 5
+    X, y, x_q = regression_problem(3, n, d, 30.0, 5)
+    S = X.transpose(-1, -2) @ X
+    alpha = 0.8 / float(torch.linalg.eigvalsh(S)[..., -1].max()) ** 2
+    model = newton_regression_transformer(d, steps, alpha=alpha)
+    hidden = model.hidden_states(X, y, x_q)  # (L + 1, B, n + 1 + d, D)
+    M = newton_schulz(S, steps, alpha=alpha)  # M_0 = αS, M_{k+1} = 2M_k − M_k S M_k
+    for k in range(steps + 1):
+        tokens = hidden[model.matrix_block_of_step(k) + 1, :, n + 1:, model.layout["M"]]  # row j: M̃_k[:, j]
+        assert rel_err(tokens.transpose(-1, -2), M[k] / alpha**0.5) <= TOL
+
+
 def test_newton_regression_layer_counts():
     for d, steps in [(2, 0), (4, 5), (16, 12)]:
         model = newton_regression_transformer(d, steps)

@@ -65,7 +65,7 @@ def __getattr__(name):
 
         return getattr(lstm, name)
     if name in ("from_garg_checkpoint", "to_garg_state_dict", "from_hf_gpt2"):
-        from . import garg  # written by the interop work (issue 10)
+        from . import garg  # it imports PyYAML: on first use only
 
         return getattr(garg, name)
     raise AttributeError(f"module 'tfnewton.models' has no attribute {name!r}")

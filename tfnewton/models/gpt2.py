@@ -84,9 +84,8 @@ class CausalSelfAttention(nn.Module):
     ``F.scaled_dot_product_attention`` (its fused kernels). On the CPU the same arithmetic
     is written out — one ``baddbmm`` for the scaled, masked scores, a softmax, one ``bmm``
     — which is what SDPA's "math" backend computes (they agree to 1e-12 in float64, tested),
-    without its per-call mask building and checks. On a 2-core CPU, forward + backward of
-    the small recipe's attention took 1.3 ms against SDPA's 1.8 ms in float32, and Fu et
-    al.'s 19 ms against SDPA flash's 117 ms in bf16 (``benchmarks/attention_backends.py``).
+    without its per-call mask building and checks, which is faster on the CPU (figures in
+    ``benchmarks/README.md``, from ``benchmarks/attention_backends.py``).
     """
 
     def __init__(self, config: GPT2Config):
