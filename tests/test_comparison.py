@@ -53,6 +53,15 @@ def test_a_construction_lies_on_its_algorithm():
         assert a == pytest.approx(b, rel=1e-8, abs=1e-14)
 
 
+def test_a_query_model_without_steps_is_reported_per_layer():
+    task = _task(40, 9, 3)
+    model = newton_regression_transformer(3, 2)
+    model.steps = None  # declares no algorithm steps: one row per hidden state, by its own read-out
+    table = compare({"m": model}, task, plot=False)
+    assert table.column("axis") == ["layer"] * 5 and table.column("index") == [0, 1, 2, 3, 4]
+    assert table.column("readout") == ["readout"] * 5
+
+
 def test_trained_models_get_a_probe_per_layer_and_their_own_output():
     oracle = AlgorithmOracle(3, layer_steps=[0, 2, 4])
     task = _task(240, 9, 3)

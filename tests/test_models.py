@@ -274,6 +274,29 @@ def test_bad_inputs():
         model_from_config("gpt2", {"d": 3, "n_points": 4, "depth": 2})
 
 
+@pytest.mark.parametrize("kind", KINDS)
+def test_config_round_trip_and_shared_protocol_in_the_base_class(kind):
+    from tfnewton.models import InContextRegressor, ModelConfig
+
+    model = build_model(kind, 3, n_points=6, seed=0, **TINY)
+    config = model.config
+    assert isinstance(config, ModelConfig) and isinstance(model, InContextRegressor)
+    assert type(config).from_dict(config.to_dict()) == config
+    assert model_from_config(kind, config.to_dict()).config == config
+    # the families do not redefine what the base class holds for all three
+    for name in ("x_token_positions", "query_position", "readout", "forward"):
+        assert name not in type(model).__dict__, f"{type(model).__name__} redefines {name}"
+    # readout reads stacked streams (layers first) as it reads one
+    X, y = _prompts(4, 6, 3, dtype=torch.float32)
+    H = model.embed(X, y)
+    stacked = torch.stack([H, 2 * H])
+    assert torch.equal(model.readout(stacked)[1], model.readout(2 * H))
+    with pytest.raises(ValueError, match="does not know"):
+        type(config).from_dict({**config.to_dict(), "depth": 2})
+    with pytest.raises(ValueError, match="n_layers must be >= 1"):
+        type(config)(**{**config.to_dict(), "n_layers": 0})
+
+
 # --------------------------------------------------------------------------- checkpoints
 
 

@@ -18,7 +18,7 @@ Three families, one file each, all following the same hook protocol
 from __future__ import annotations
 
 from .._validate import check_int
-from ._common import InContextRegressor
+from ._common import InContextRegressor, ModelConfig
 from .gpt2 import GPT2Config, GPT2Regressor
 from .pretrained import (
     PretrainedError,
@@ -34,6 +34,7 @@ __all__ = [
     "model_from_config",
     "KINDS",
     "InContextRegressor",
+    "ModelConfig",
     "GPT2Config",
     "GPT2Regressor",
     "LinearAttentionConfig",
