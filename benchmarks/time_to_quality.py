@@ -30,8 +30,10 @@ import time
 import torch
 
 from tfnewton.models import load_checkpoint, load_pretrained
-from tfnewton.train import RECIPES, TrainConfig, TrainStep, curriculum_at, resolve_precision, sample_batch, train
-from tfnewton.train import step_time_ms as train_step_time_ms
+from tfnewton.baselines import predict
+from tfnewton.step import resolve_precision
+from tfnewton.step import step_time_ms as train_step_time_ms
+from tfnewton.train import RECIPES, TrainConfig, TrainStep, curriculum_at, make_eval_set, sample_batch, train
 
 
 def first_below(history: dict, threshold: float):
@@ -60,7 +62,6 @@ def step_time_ms(config: TrainConfig, steps: int = 40) -> float:
 def eval_time_s(config: TrainConfig) -> float:
     """Seconds of one periodic evaluation (``eval_prompts`` prompts at full size)."""
     from tfnewton.models import build_model
-    from tfnewton.train import make_eval_set, predict
 
     model = build_model(config.kind, config.d, n_layers=config.n_layers, width=config.width, heads=config.heads,
                         layernorm=config.layernorm, n_points=config.n_points, seed=0)

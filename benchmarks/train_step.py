@@ -4,18 +4,19 @@ The stack Garg et al. (2022) and Fu et al. (2024) trained with is Hugging Face's
 ``GPT2Model`` between a linear read-in and read-out (Garg et al.'s ``TransformerModel``),
 optimized with ``torch.optim.Adam`` in float32. Ours is
 ``tfnewton.models.build_model("gpt2", ...)`` and the step of ``tfnewton.train`` on one CPU
-process: the forward pass with ``skip_unused=True``, the parameters in one flat buffer
-(``flatten_parameters``), gradient clipping and fused AdamW on it, and, where the recipe
-sets ``compile=True`` (the small one), the step through ``torch.compile`` (the
-``compiled`` column; its compile time is printed, not counted in the median). A step is forward,
+process (``tfnewton.step.TrainStep``): the forward pass with ``skip_unused=True``, the
+parameters in one flat buffer (``flatten_parameters``), gradient clipping and fused AdamW on
+it, and, where the recipe sets ``compile=True`` (the small one), the step through
+``torch.compile`` (the ``compiled`` column; its compile time is printed, not counted in the
+median). A step is forward,
 MSE loss, backward and the optimizer update on a fresh batch. The stacks are timed
 *alternately in one process* (ours, theirs, ours, ...) so that a noisy, shared machine
 slows all alike and the ratio holds.
 
 Ours is timed in float32 (the same arithmetic as theirs) and, on a CPU with native bf16
-(AVX512-BF16/AMX, :func:`tfnewton.train.cpu_has_native_bf16`), under bf16 autocast; the
+(AVX512-BF16/AMX, :func:`tfnewton.step.cpu_has_native_bf16`), under bf16 autocast; the
 ``recipe`` column is the ratio at the precision the config's recipe resolves to
-(:func:`tfnewton.train.resolve_precision`): float32 for the small recipe, ``"auto"`` for
+(:func:`tfnewton.step.resolve_precision`): float32 for the small recipe, ``"auto"`` for
 Fu et al.'s. Where bf16 is timed, Hugging Face's stack is also timed under the same bf16
 autocast (its SDPA then takes the CPU flash kernel's bf16 path, slow at these sizes).
 
@@ -45,8 +46,8 @@ import torch.nn as nn
 
 from tfnewton.models import build_model
 from tfnewton.models.gpt2 import interleave
-from tfnewton.train import (RECIPES, TrainConfig, TrainStep, autocast_context, cpu_has_native_bf16,
-                            resolve_precision)
+from tfnewton.step import autocast_context, cpu_has_native_bf16, resolve_precision
+from tfnewton.train import RECIPES, TrainConfig, TrainStep
 
 CONFIGS = {
     "fu (d=20, 41 pts, 12x256, 8 heads)": dict(d=20, n_points=41, n_layers=12, width=256, heads=8, batch=64,

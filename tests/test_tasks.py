@@ -327,7 +327,7 @@ def test_training_losses_and_metrics_are_the_stated_formulas():
     torch.testing.assert_close(metrics["accuracy"], (torch.sign(pred) == labels).double().mean(0))
     zero = logistic.metrics(torch.zeros(3, 2), torch.ones(3, 2), 4)  # a logit of 0 says nothing
     assert torch.allclose(zero["cross_entropy"], torch.full((2,), math.log(2), dtype=torch.float64))
-    assert zero["accuracy"].tolist() == [0.0, 0.0]
+    assert zero["accuracy"].tolist() == [0.5, 0.5]
 
 
 @pytest.mark.parametrize("name, options, message", [

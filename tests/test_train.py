@@ -196,6 +196,51 @@ def test_sparse_and_logistic_tasks_train(tmp_path):
         assert r["finished"] and math.isfinite(r["history"]["loss"][-1])
 
 
+def test_logistic_regression_in_giannou_et_al_setting_trains_saves_and_resumes(tmp_path):
+    """d = 5, n = 26, mu = 0.01, input covariances of condition number 1, 10 and 50 mixed: a
+    tiny model trains on the cross-entropy of its logits (finite, falling over 50 steps), its
+    checkpoint holds the cross-entropy and accuracy against k next to damped Newton's, the
+    recorded command rebuilds the recipe, and a stopped run resumes bit-identically."""
+    import shlex
+
+    from tfnewton.train import build_parser, config_from_args
+
+    cfg = tiny(task="logistic_regression", d=5, n_points=26, condition_number=(1, 10, 50), mu=0.01, steps=50,
+               batch_size=16, lr=3e-3, curriculum=False, eval_prompts=256)
+    assert cfg.condition_number == (1.0, 10.0, 50.0)
+    full = train(cfg, tmp_path / "full", **{**RUN, "final_eval": True, "eval_every": 25})
+    losses = full["history"]["loss"]  # every 5 steps
+    assert all(math.isfinite(x) for x in losses) and sum(losses[-3:]) < sum(losses[:3])
+    model, meta = load_checkpoint(full["model_path"])
+    metrics = meta["metrics"]
+    assert metrics["eval_metric"] == "cross_entropy" and metrics["eval_k"] == 10
+    assert 0.5 < metrics["cross_entropy_at_eval_k"] < 1.0 and 0.5 < metrics["newton_cross_entropy_at_eval_k"] < 0.69
+    curve = metrics["error_vs_k"]
+    assert len(curve["model"]) == len(curve["model_accuracy"]) == len(curve["newton"]) == 26
+    assert curve["newton"][25] < curve["newton"][2] and curve["newton_accuracy"][25] > 0.6
+    assert "--condition-number 1.0,10.0,50.0" in meta["command"]
+    again = config_from_args(build_parser().parse_args(shlex.split(meta["command"])[4:]))
+    assert again == TrainConfig(**meta["train_config"]) == cfg
+    part = train(cfg, tmp_path / "part", stop_after=23, **RUN)
+    assert not part["finished"]
+    resumed = train(cfg, tmp_path / "part", resume=True, **RUN)
+    _assert_same_params(_params(full["model_path"]), _params(resumed["model_path"]))
+    assert resumed["history"]["loss"] == losses
+
+
+def test_train_validates_the_device_once(tmp_path, monkeypatch):
+    """One check of ``device`` along a call of train(); its helpers and the step take the result."""
+    import tfnewton.step as step_module
+    import tfnewton.train as tr
+
+    calls = []
+    for module in (tr, step_module):
+        original = module.check_device
+        monkeypatch.setattr(module, "check_device", lambda device, _check=original: calls.append(device) or _check(device))
+    train(tiny(steps=3, precision="auto"), tmp_path, device="cpu", **{**RUN, "final_eval": True})
+    assert calls == ["cpu"]
+
+
 # --------------------------------------------------------------------------- conditioning and noise
 
 

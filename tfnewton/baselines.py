@@ -203,6 +203,8 @@ def _newton_curve(X, y, task, *, mu: float = 0.01, newton_steps: int = 20, **opt
 #: The baselines a :class:`tfnewton.tasks.TrainingTask` may name: ``name`` →
 #: ``curve(X, y, task, **options)``, a dict of lists over positions (``options``: the
 #: recipe's task options such as ``mu``, and ``gd_steps`` / ``newton_steps``).
+#:
+#: :meta hide-value:
 BASELINES = {"ols": _ols_curve, "gd_tuned": _gd_tuned_curve, "newton": _newton_curve}
 
 

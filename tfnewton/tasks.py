@@ -705,8 +705,8 @@ def classification_metrics_by_position(pred: torch.Tensor, y: torch.Tensor, d: i
     """Cross-entropy of the logits and accuracy of their sign at each position, in float64.
 
     ``{"cross_entropy": E[log(1 + exp(−y·ŷ))], "accuracy": P(y·ŷ > 0)}`` averaged over
-    prompts (``d`` is unused; every task's metrics take it). A logit of 0 scores
-    ``log 2`` and counts as wrong.
+    prompts (``d`` is unused; every task's metrics take it). A logit of 0 is a coin toss:
+    it scores ``log 2`` and half a correct answer.
 
     Returns
     -------
@@ -714,7 +714,7 @@ def classification_metrics_by_position(pred: torch.Tensor, y: torch.Tensor, d: i
     """
     margins = y.double() * pred.double()
     return {"cross_entropy": torch.nn.functional.softplus(-margins).mean(0),
-            "accuracy": (margins > 0).double().mean(0)}
+            "accuracy": ((margins > 0).double() + 0.5 * (margins == 0).double()).mean(0)}
 
 
 @dataclass(frozen=True)
@@ -785,6 +785,9 @@ def _check_sparse_recovery_options(d: int, options: dict) -> None:
         raise ValueError(f"sparsity must be <= d = {d}, got {options['sparsity']}")
 
 
+#: The tasks a model can be trained on, by name (:func:`training_task` looks one up).
+#:
+#: :meta hide-value:
 TRAINING_TASKS: dict[str, TrainingTask] = {
     "linear_regression": TrainingTask(
         "linear_regression", sample_linear_regression, ("noise_std", "condition_number"),

@@ -1,33 +1,35 @@
 """Train an in-context learner: a plain loop you can step through (nanoGPT's ``train.py``).
 
-Every step draws a fresh batch of prompts from :mod:`tfnewton.tasks` *on the training
-device* with a seeded ``torch.Generator``, runs the model, and takes one AdamW step. Around
-that loop sit only the things a real run needs:
+Read top to bottom: the recipe (:class:`TrainConfig`, :data:`RECIPES`), the learning-rate
+schedule and Garg et al.'s curriculum, the data (a task of :mod:`tfnewton.tasks` drawn on
+the training device with a seeded ``torch.Generator``), the step (:class:`TrainStep`, the
+plain step of :mod:`tfnewton.step` built from a recipe), the loop (:func:`train` and the
+helpers it calls, in the order it calls them), and the command line.
 
-- **Garg et al.'s curriculum**: the effective dimension (the other coordinates of x are
-  zero) and the prompt length start small and grow every ``curriculum_every`` steps;
+Around the step, the loop does only what a real run needs:
+
+- **the curriculum**: the effective dimension (the other coordinates of x are zero) and
+  the prompt length start small and grow every ``curriculum_every`` steps;
 - **the learning-rate schedule** measured to work on a CPU (``shared/notes/training.md``):
   linear warm-up, then constant, then a linear decay to 0 over the last 30 % of the steps
   (``"linear_decay"``, default); ``"cosine"`` and ``"constant"`` are there to compare;
-- gradient clipping, a tqdm bar with the loss;
-- **mixed precision** (``precision="auto"``, Fu et al.'s recipe's choice; the small CPU
-  recipes stay float32): bf16 autocast on a GPU and on a CPU with native bf16 matrix units
-  (AVX512-BF16 / AMX), float32 elsewhere —
-  the weights, the optimizer and the loss stay float32; :func:`resolve_precision` says what
-  a machine gets, and the checkpoint records it;
 - **evaluation** every ``eval_every`` steps on a fixed set of ≥ 2000 prompts (fixed seed,
-  so the numbers are comparable across steps and runs): the normalized error
-  ``E[(ŷ − y)²] / d`` at ``k = 2d`` in-context examples next to OLS's;
+  so the numbers are comparable across steps and runs): the task's headline metric at
+  ``k = 2d`` in-context examples (the normalized error ``E[(ŷ − y)²] / d`` for regression,
+  the cross-entropy for logistic regression) next to its first baseline's
+  (:mod:`tfnewton.baselines`);
 - **checkpoints** written atomically with everything needed to continue bit-identically —
   model, optimizer, step, curriculum and the data generator's state — so ``resume=True``
   (``--resume``) after a crash, a kill or a ``stop_after`` ends with exactly the
   parameters of an uninterrupted run (same seed, same device);
 - **DDP** under ``torchrun`` (one generator per rank, gradients averaged), the same code;
-- **speed on a laptop CPU**: the forward skips what no prediction reads
-  (``skip_unused=True``); on one CPU process the parameters live in one flat buffer
-  (:func:`flatten_parameters`), so clipping and AdamW are one call each; and
-  ``compile=True`` (the small GPT-2 recipe's choice) runs the step through
-  ``torch.compile`` once the curriculum reaches the final prompt length.
+- **speed**: the step's flat parameter buffer on one CPU process, fused AdamW,
+  ``skip_unused=True``, bf16 autocast where it pays (``precision``), and ``compile=True``
+  (the small GPT-2 recipe's choice), which runs the step through ``torch.compile`` once the
+  curriculum reaches the final prompt length. ``benchmarks/README.md`` has the figures.
+
+The loop never branches on the task: :func:`tfnewton.tasks.training_task` gives its
+sampler, loss, metrics and baselines.
 
 Outputs in ``out_dir``: ``train_state.pt`` (to resume) and ``model.pt`` (the trained model
 with its metadata, loadable by :func:`tfnewton.models.load_checkpoint`; the shipped
@@ -44,7 +46,6 @@ Command line::
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import math
 import os
@@ -53,21 +54,26 @@ import signal
 import sys
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+import warnings
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 from . import __version__
+from . import step as plain_step
 from ._validate import check_device, check_int, check_positive
-from . import step as step_module
-# Re-exported: the book, the benchmarks and older code import these from tfnewton.train.
+from .baselines import baseline_curves, evaluate_vs_k, predict
+from .tasks import training_task
+
+# Re-exported: the book, the benchmarks and earlier code import these from here.
 from .step import (PRECISIONS, autocast_context, convert_optimizer_state, cpu_has_native_bf16,  # noqa: F401
                    flatten_parameters, resolve_precision, step_time_ms)
 
-TASKS = ("linear_regression", "sparse_recovery", "logistic_regression")
 SCHEDULES = ("linear_decay", "cosine", "constant")
+#: The recipe's fields a task may read (its sampler's options and its baselines').
+TASK_OPTIONS = ("noise_std", "condition_number", "sparsity", "mu")
 
 
 # --------------------------------------------------------------------------- configuration
@@ -83,6 +89,9 @@ class TrainConfig:
     Parameters
     ----------
     task : {"linear_regression", "sparse_recovery", "logistic_regression"}
+        A task of :data:`tfnewton.tasks.TRAINING_TASKS`: its sampler, loss, metrics and
+        baselines. For logistic regression the model outputs a logit per position, trained
+        with the binary cross-entropy against the ±1 labels.
     kind : {"gpt2", "linear", "lstm"}
         Model family (:func:`tfnewton.models.build_model`).
     d, n_points : int
@@ -94,14 +103,19 @@ class TrainConfig:
     noise_std : float
         Standard deviation of the label noise, ``>= 0`` (``"linear_regression"`` and
         ``"sparse_recovery"``; logistic labels are already random, so it must stay 0 there).
-    condition_number : float
+    condition_number : float or tuple of float
         ``κ(Σ) >= 1`` of the input covariance (``"linear_regression"`` and
         ``"logistic_regression"``): Fu et al.'s ill-conditioned prompts, half the eigenvalues
         ``κ`` and half ``1`` in a random eigenbasis per prompt
         (:func:`tfnewton.tasks.sample_linear_regression`). Under the curriculum the
         covariance lives in the first ``d_eff`` coordinates. ``1`` gives isotropic inputs.
+        A tuple is a mixture, one ``κ`` drawn uniformly per prompt (``(1, 10, 50)``: Giannou
+        et al.'s logistic-regression setting; ``--condition-number 1,10,50``).
     sparsity : int
         Non-zeros of the signal (sparse recovery).
+    mu : float
+        ``> 0``: the ℓ2 regularization of the damped-Newton baseline of logistic regression
+        (Giannou et al.'s ``μ = 0.01``); it does not change the training.
     batch_size : int
         Prompts per step, summed over DDP ranks.
     steps : int
@@ -124,17 +138,15 @@ class TrainConfig:
         Arithmetic of the forward pass: ``"bfloat16"`` runs it under bf16 autocast (matrix
         products in bf16, accumulation, weights, optimizer and loss in float32);
         ``"auto"`` is ``"bfloat16"`` where the device does bf16 natively (see
-        :func:`resolve_precision`) and ``"float32"`` elsewhere. :func:`train` records the
-        resolved value, so the recorded command repeats the run on any machine.
+        :func:`tfnewton.step.resolve_precision`) and ``"float32"`` elsewhere. :func:`train`
+        records the resolved value, so the recorded command repeats the run on any machine.
     compile : bool
         Run the training step's forward and backward through ``torch.compile`` (as nanoGPT
         does). It compiles once, for the final prompt length: the curriculum's shorter
-        prompts run eagerly. On the 2-core CPU the small recipe's step took ~20 % less time
-        after a first compile of ~1 minute (``benchmarks/train_step.py``; later runs reuse
-        inductor's on-disk cache). Where compiling fails (no C++ compiler, say) training
-        goes on eagerly, with a warning; under ``torchrun`` it stays eager. Compiled kernels
-        round differently from eager ones, so a run resumes bit-identically only with the
-        same setting.
+        prompts run eagerly. Where compiling fails (no C++ compiler, say) training goes on
+        eagerly, with a warning; under ``torchrun`` it stays eager. Compiled kernels round
+        differently from eager ones, so a run resumes bit-identically only with the same
+        setting.
     """
 
     task: str = "linear_regression"
@@ -147,8 +159,9 @@ class TrainConfig:
     layernorm: bool = True
     mlp: bool = True
     noise_std: float = 0.0
-    condition_number: float = 1.0
+    condition_number: float | tuple[float, ...] = 1.0
     sparsity: int = 3
+    mu: float = 0.01
     batch_size: int = 64
     steps: int = 20_000
     lr: float = 3e-4
@@ -173,8 +186,7 @@ class TrainConfig:
     compile: bool = False
 
     def __post_init__(self):
-        if self.task not in TASKS:
-            raise ValueError(f"task must be one of {TASKS}, got {self.task!r}")
+        task = training_task(self.task)  # "task must be one of ..." for an unknown one
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
         if self.precision not in PRECISIONS:
@@ -192,39 +204,48 @@ class TrainConfig:
             check_positive(getattr(self, name), name, allow_zero=True)
         if not 0.0 <= self.decay_fraction <= 1.0:
             raise ValueError(f"decay_fraction must be in [0, 1], got {self.decay_fraction}")
-        if self.task == "sparse_recovery" and self.sparsity > self.d:
-            raise ValueError(f"sparsity must be <= d = {self.d}, got {self.sparsity}")
         # Recorded as floats, so metadata and the reproduce command read the same either way.
         self.noise_std = float(self.noise_std)
-        self.condition_number = check_positive(self.condition_number, "condition_number")
-        if self.condition_number < 1.0:
-            raise ValueError(f"condition_number must be >= 1 (κ of the input covariance), got {self.condition_number}")
-        if self.task == "logistic_regression" and self.noise_std != 0.0:
-            raise ValueError(
-                f"noise_std must be 0 for task 'logistic_regression' (its ±1 labels are drawn at "
-                f"random already), got {self.noise_std}"
-            )
-        if self.task == "sparse_recovery" and self.condition_number != 1.0:
-            raise ValueError(
-                f"condition_number must be 1 for task 'sparse_recovery' (its measurement matrix is "
-                f"i.i.d. Gaussian), got {self.condition_number}"
-            )
+        self.mu = check_positive(self.mu, "mu")
+        self.condition_number = _condition_numbers(self.condition_number)
+        task.check_options(self.d, self.task_options)
 
     @property
     def eval_k(self) -> int:
         """The number of in-context examples at which quality is measured, ``2d`` (capped)."""
         return min(2 * self.d, self.n_points - 1)
 
+    @property
+    def task_options(self) -> dict:
+        """The fields a task may read (:data:`TASK_OPTIONS`), by name."""
+        return {name: getattr(self, name) for name in TASK_OPTIONS}
 
-# Recipes: named configurations whose trained models ship with the library (or, for Fu
-# et al.'s size, are meant for a GPU). ``--recipe NAME`` starts from one; flags override.
+
+def _condition_numbers(value) -> float | tuple[float, ...]:
+    """A float ``κ >= 1``, or a tuple of two or more (a mixture); one value reads as a float."""
+    values = list(value) if isinstance(value, (tuple, list)) else [value]
+    if not values:
+        raise ValueError("condition_number must be a number >= 1 or a non-empty tuple of them, got an empty one")
+    for kappa in values:
+        kappa = check_positive(kappa, "condition_number")
+        if kappa < 1.0:
+            raise ValueError(f"condition_number must be >= 1 (κ of the input covariance), got {kappa}")
+    kappas = tuple(float(kappa) for kappa in values)
+    return kappas[0] if len(kappas) == 1 else kappas
+
+
+# The measurements behind the recipes' choices: the comments below and benchmarks/README.md.
+
+#: The recipes, named configurations whose trained models ship with the library (or, for
+#: Fu et al.'s size, are meant for a GPU). ``--recipe NAME`` starts from one; flags override.
+#:
+#: :meta hide-value:
 RECIPES: dict[str, dict] = {
     # 6 x 64 GPT-2, d = 5: the measured CPU recipe (~0.3 M parameters). 16,000 steps: the
     # error crosses 0.01 soon after the linear decay starts (step 13,500 here, 16,000 with the
     # 20,000 steps the shipped checkpoint was trained for; benchmarks/time_to_quality.py).
     # float32: at 6 x 64 a step is bound by per-operation overhead, not by matrix products, so
-    # bf16 buys little or loses (2-core Intel Xeon with AMX: 52 ms bf16 vs 48 ms float32;
-    # benchmarks/train_step.py), and float32 repeats the shipped checkpoint's arithmetic.
+    # bf16 buys little or loses, and float32 repeats the shipped checkpoint's arithmetic.
     "gpt2_linreg_d5": dict(kind="gpt2", d=5, n_points=11, n_layers=6, width=64, heads=4, steps=16_000,
                            precision="float32", compile=True),
     # Giannou et al.'s linear-attention model, scaled down: attention-only blocks (the layer
@@ -236,9 +257,9 @@ RECIPES: dict[str, dict] = {
     "linear_noln_linreg_d5": dict(kind="linear", d=5, n_points=11, n_layers=3, width=32, heads=4,
                                   layernorm=False, mlp=False, steps=10_000),
     # The recurrent baseline of Garg et al. and Fu et al. (they used a 10-layer LSTM): 4 stacked
-    # single-layer LSTM blocks of width 64 on a residual stream (~134 k parameters, ~9 ms a
-    # step on one CPU thread). Measured over 5,000 steps: lr 3e-3 reached error 0.09 at k = 10,
-    # 1e-3 only 0.15; the LSTM has no plateau to fear at the higher rate.
+    # single-layer LSTM blocks of width 64 on a residual stream (~134 k parameters). Measured
+    # over 5,000 steps: lr 3e-3 reached error 0.09 at k = 10, 1e-3 only 0.15; the LSTM has no
+    # plateau to fear at the higher rate.
     "lstm_linreg_d5": dict(kind="lstm", d=5, n_points=11, n_layers=4, width=64, lr=3e-3, steps=40_000),
     # Garg et al. / Fu et al.'s model: d = 20, 41 points, 12 x 256, 8 heads (a GPU run;
     # Garg et al. trained 500k steps at lr 1e-4 with this curriculum).
@@ -278,127 +299,48 @@ def curriculum_at(step: int, config: TrainConfig) -> tuple[int, int]:
     return min(c.d, c.d_start + c.d_inc * stage), min(c.n_points, c.n_start + c.n_inc * stage)
 
 
-# --------------------------------------------------------------------------- data and loss
+# --------------------------------------------------------------------------- data and evaluation
 
 
 def sample_batch(config: TrainConfig, batch: int, n: int, d_eff: int, *, generator, device):
-    """Fresh prompts ``X (B, n, d)``, ``y (B, n)`` with ``d - d_eff`` zeroed coordinates.
+    """Fresh prompts ``X (B, n, d)``, ``y (B, n)`` of ``config.task`` with ``d - d_eff``
+    zeroed coordinates.
 
-    The problem is drawn in ``d_eff`` dimensions by :mod:`tfnewton.tasks` and x is padded
-    with zeros to ``d`` (Garg et al.'s curriculum: the model always sees ``d`` inputs).
+    The problem is drawn in ``d_eff`` dimensions by the task's sampler
+    (:meth:`tfnewton.tasks.TrainingTask.sample`) and x is padded with zeros to ``d``
+    (Garg et al.'s curriculum: the model always sees ``d`` inputs).
     """
-    from . import tasks
-
-    if config.task == "linear_regression":
-        t = tasks.sample_linear_regression(batch, n, d_eff, noise_std=config.noise_std,
-                                           condition_number=config.condition_number,
-                                           generator=generator, device=device)
-    elif config.task == "sparse_recovery":
-        t = tasks.sample_sparse_recovery(batch, n, d_eff, sparsity=min(config.sparsity, d_eff),
-                                         noise_std=config.noise_std, generator=generator, device=device)
-    else:
-        t = tasks.sample_logistic_regression(batch, n, d_eff, condition_number=config.condition_number,
-                                             generator=generator, device=device)
-    X = F.pad(t.X, (0, config.d - d_eff)) if d_eff < config.d else t.X
-    return X, t.y
-
-
-def loss_fn(pred: torch.Tensor, y: torch.Tensor, task: str) -> torch.Tensor:
-    """Mean squared error over every position (Garg et al.); logistic loss for ±1 labels."""
-    pred = pred.float()
-    if task == "logistic_regression":
-        return F.softplus(-y * pred).mean()  # = BCE-with-logits on (y + 1) / 2
-    return (pred - y).pow(2).mean()
-
-
-# --------------------------------------------------------------------------- evaluation
-
-
-def _prediction_errors(pred: torch.Tensor, y: torch.Tensor, config: TrainConfig) -> torch.Tensor:
-    """Per-position error, averaged over prompts: ``(n,)``.
-
-    Regression: normalized squared error ``E[(ŷ − y)²] / d`` (Garg et al.; predicting 0
-    gives ≈ 1 for linear regression). Logistic regression: misclassification rate of
-    ``sign(ŷ)``.
-    """
-    if config.task == "logistic_regression":
-        return (torch.sign(pred) != y).double().mean(0)
-    return (pred.double() - y.double()).pow(2).mean(0) / config.d
+    problems = training_task(config.task).sample(batch, n, d_eff, generator=generator, device=device,
+                                                 options=config.task_options)
+    X = F.pad(problems.X, (0, config.d - d_eff)) if d_eff < config.d else problems.X
+    return X, problems.y
 
 
 def make_eval_set(config: TrainConfig, device=None, num_prompts: int | None = None, seed: int | None = None):
-    """The fixed evaluation prompts: full ``d``, ``n_points`` pairs, seeded, on ``device``."""
-    device = check_device(device)
-    g = torch.Generator(device=device).manual_seed(config.eval_seed if seed is None else seed)
-    num = config.eval_prompts if num_prompts is None else num_prompts
-    return sample_batch(config, num, config.n_points, config.d, generator=g, device=device)
-
-
-@torch.no_grad()
-def predict(model, X: torch.Tensor, y: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
-    """``model(X, y)`` in eval mode, in chunks of ``batch_size`` prompts."""
-    was_training = model.training
-    model.eval()
-    try:
-        return torch.cat([model(X[i:i + batch_size], y[i:i + batch_size])
-                          for i in range(0, X.shape[0], batch_size)])
-    finally:
-        model.train(was_training)
-
-
-def ols_errors(X: torch.Tensor, y: torch.Tensor, config: TrainConfig) -> torch.Tensor:
-    """Normalized error of OLS (minimum-norm least squares) with ``k`` examples, ``(n,)``.
-
-    ``k = 0`` predicts 0. Uses :func:`tfnewton.algorithms.least_squares` in float64.
-    """
-    from .algorithms import least_squares
-
-    Xd, yd = X.double(), y.double()
-    preds = torch.zeros_like(yd)
-    for k in range(1, X.shape[1]):
-        w = least_squares(Xd[:, :k], yd[:, :k])
-        preds[:, k] = (Xd[:, k] * w).sum(-1)
-    return _prediction_errors(preds, yd, config)
-
-
-def tuned_gd_errors(X: torch.Tensor, y: torch.Tensor, config: TrainConfig, steps: int = 3,
-                    lrs: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Normalized error of ``steps`` steps of GD from 0 with the best step size for each ``k``.
-
-    The step size is tuned on these very prompts (a grid of 81 values, log-spaced over
-    ``[1e-3, 10]``), which favours GD: a model that beats it beats GD tuned fairly.
-    Uses :func:`tfnewton.algorithms.gradient_descent_least_squares`.
+    """The fixed evaluation prompts: full ``d``, ``n_points`` pairs, seeded, on ``device``.
 
     Returns
     -------
-    errors : Tensor of shape (n,)
-    best_lr : Tensor of shape (n,)   (NaN at ``k = 0``)
+    X : Tensor of shape (num_prompts, n_points, d)
+    y : Tensor of shape (num_prompts, n_points)
     """
-    from .algorithms import gradient_descent_least_squares
+    return _draw_eval_set(config, check_device(device), num_prompts, seed)
 
-    Xd, yd = X.double(), y.double()
-    lrs = torch.logspace(-3, 1, 81, dtype=torch.float64) if lrs is None else lrs
-    n = X.shape[1]
-    errors = torch.empty(n, dtype=torch.float64)
-    best = torch.full((n,), float("nan"), dtype=torch.float64)
-    errors[0] = _prediction_errors(torch.zeros_like(yd), yd, config)[0]
-    for k in range(1, n):
-        trial = []
-        for lr in lrs.tolist():
-            w = gradient_descent_least_squares(Xd[:, :k], yd[:, :k], steps, lr=lr)[-1]
-            pred = (Xd[:, k] * w).sum(-1)
-            trial.append(float(((pred - yd[:, k]) ** 2).mean() / config.d))
-        i = min(range(len(trial)), key=trial.__getitem__)
-        errors[k], best[k] = trial[i], lrs[i]
-    return errors, best
+
+def _draw_eval_set(config: TrainConfig, device: torch.device, num_prompts: int | None = None,
+                   seed: int | None = None):
+    generator = torch.Generator(device=device).manual_seed(config.eval_seed if seed is None else seed)
+    num = config.eval_prompts if num_prompts is None else num_prompts
+    return sample_batch(config, num, config.n_points, config.d, generator=generator, device=device)
 
 
 def error_vs_k(model, config: TrainConfig | None = None, *, num_prompts: int = 2000, seed: int = 2024,
                baselines: bool = True, gd_steps: int = 3, device=None) -> dict:
-    """Error of ``model`` against the number of in-context examples, with baselines.
+    """The model's metrics against the number of in-context examples, with its task's baselines.
 
     Fresh prompts (seed ``seed``, not the training data) with ``n_points`` pairs; the
-    prediction at position ``k`` has seen ``k`` examples.
+    prediction at position ``k`` has seen ``k`` examples
+    (:func:`tfnewton.baselines.evaluate_vs_k`).
 
     Parameters
     ----------
@@ -408,16 +350,18 @@ def error_vs_k(model, config: TrainConfig | None = None, *, num_prompts: int = 2
         models) or linear regression at the model's ``d``.
     num_prompts, seed : int
     baselines : bool
-        Also compute OLS and ``gd_steps`` steps of optimally tuned GD (regression tasks).
+        Also score the task's baselines: OLS and ``gd_steps`` steps of optimally tuned GD
+        for regression, damped Newton (``config.mu``) for logistic regression.
     device : optional
         Default: the model's device.
 
     Returns
     -------
     dict
-        ``{"k": [0..n-1], "model": [...], "ols": [...], "gd_tuned": [...],
-        "gd_lr": [...], "gd_steps": gd_steps}`` (lists of floats; baselines absent if not
-        asked for or not a regression task).
+        Regression: ``{"k": [0..n-1], "model": [...], "ols": [...], "gd_tuned": [...],
+        "gd_lr": [...], "gd_steps": gd_steps}`` (normalized errors). Logistic regression:
+        ``"model"`` and ``"newton"`` hold cross-entropies, ``"model_accuracy"`` and
+        ``"newton_accuracy"`` accuracies. Baselines absent if not asked for.
     """
     if config is None:
         meta = getattr(model, "metadata", None) or {}
@@ -425,101 +369,18 @@ def error_vs_k(model, config: TrainConfig | None = None, *, num_prompts: int = 2
             config = TrainConfig(**meta["train_config"])
         else:
             config = TrainConfig(d=model.config.d, n_points=getattr(model.config, "n_points", 2 * model.config.d + 1))
-    if device is None:
-        device = next(model.parameters()).device
-    X, y = make_eval_set(config, device=device, num_prompts=num_prompts, seed=seed)
-    X = X.to(next(model.parameters()).dtype)
-    y = y.to(X.dtype)
-    out = {"k": list(range(config.n_points)),
-           "model": _prediction_errors(predict(model, X, y), y, config).tolist()}
-    if baselines and config.task != "logistic_regression":
-        Xc, yc = X.cpu(), y.cpu()
-        out["ols"] = ols_errors(Xc, yc, config).tolist()
-        gd, lr = tuned_gd_errors(Xc, yc, config, steps=gd_steps)
-        out["gd_tuned"], out["gd_lr"], out["gd_steps"] = gd.tolist(), lr.tolist(), gd_steps
-    return out
+    parameter = next(model.parameters())
+    device = parameter.device if device is None else check_device(device)
+    X, y = _draw_eval_set(config, device, num_prompts, seed)
+    X, y = X.to(parameter.dtype), y.to(parameter.dtype)
+    return evaluate_vs_k(model, training_task(config.task), X, y, baselines=baselines, gd_steps=gd_steps,
+                         **config.task_options)
 
 
-# --------------------------------------------------------------------------- distributed
+# --------------------------------------------------------------------------- the step
 
 
-def _distributed_setup(device: torch.device) -> tuple[int, int, torch.device]:
-    """``(rank, world_size, device)``; joins the process group when run under torchrun."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return 0, 1, device
-    import torch.distributed as dist
-
-    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
-    if device.type == "cuda":
-        device = torch.device("cuda", local_rank)
-        torch.cuda.set_device(device)
-    if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-    return rank, world, device
-
-
-def _gather(obj, world: int) -> list:
-    if world == 1:
-        return [obj]
-    import torch.distributed as dist
-
-    out = [None] * world
-    dist.all_gather_object(out, obj)
-    return out
-
-
-# --------------------------------------------------------------------------- checkpoints
-
-
-STATE_FILE = "train_state.pt"
-FLAT_ON_CPU = True  # one flat parameter buffer on a single CPU process (False: per parameter, to compare)
-MODEL_FILE = "model.pt"
-
-
-def _save_state(path, *, config, model, trainer, step, generator_states, history, running, elapsed):
-    from .models.pretrained import atomic_save
-
-    atomic_save({
-        "format": "tfnewton-train-state",
-        "config": asdict(config),
-        "model": model.state_dict(),
-        "optimizer": trainer.optimizer_state(),
-        "optimizer_layout": trainer.layout,
-        "step": step,
-        "curriculum": dict(zip(("d", "n_points"), curriculum_at(step, config))),
-        "generators": generator_states,
-        "history": history,
-        "running_loss": running,
-        "elapsed_seconds": elapsed,
-        "library_version": __version__,
-    }, path)
-
-
-def _load_state(path: Path, config: TrainConfig, world: int) -> dict:
-    from .models.pretrained import PretrainedError
-
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise PretrainedError(f"cannot resume: {str(path)!r} is not a readable training state ({err})") from err
-    if not isinstance(state, dict) or state.get("format") != "tfnewton-train-state":
-        raise PretrainedError(f"cannot resume: {str(path)!r} is not a tfnewton training state")
-    saved = state["config"]
-    defaults = asdict(TrainConfig())
-    # A field the saved run did not have yet counts as its default (older tfnewton versions).
-    diffs = [f"{k}: saved {saved.get(k, defaults[k])!r}, now {v!r}" for k, v in asdict(config).items()
-             if saved.get(k, defaults[k]) != v]
-    if diffs:
-        raise ValueError("cannot resume: the recipe differs from the interrupted run's (" + "; ".join(diffs) + ")")
-    if len(state["generators"]) != world:
-        raise ValueError(
-            f"cannot resume: the run was saved with {len(state['generators'])} process(es), now {world}"
-        )
-    return state
-
-
-class TrainStep(step_module.TrainStep):
+class TrainStep(plain_step.TrainStep):
     """The step of :func:`train` for a recipe: :class:`tfnewton.step.TrainStep` with the
     recipe's AdamW (``lr``, ``beta1``, ``beta2``, ``weight_decay``), ``grad_clip``,
     ``precision`` and the loss of its ``task``.
@@ -547,13 +408,249 @@ class TrainStep(step_module.TrainStep):
     def __init__(self, model, config: TrainConfig, *, flat: bool | None = None, skip_unused: bool = True):
         if not isinstance(config, TrainConfig):
             raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
-        super().__init__(model, loss=lambda pred, y: loss_fn(pred, y, config.task), lr=config.lr,
+        super().__init__(model, loss=training_task(config.task).loss, lr=config.lr,
                          betas=(config.beta1, config.beta2), weight_decay=config.weight_decay,
                          grad_clip=config.grad_clip, precision=config.precision, flat=flat,
                          skip_unused=skip_unused)
 
 
-# --------------------------------------------------------------------------- the loop
+# --------------------------------------------------------------------------- the loop, and the helpers it calls in order
+
+STATE_FILE = "train_state.pt"
+MODEL_FILE = "model.pt"
+FLAT_ON_CPU = True  # one flat parameter buffer on a single CPU process (False: per parameter, to compare)
+
+
+def _check_run_arguments(config, *, stop_after, eval_every, log_every, ckpt_every, threads) -> None:
+    if not isinstance(config, TrainConfig):
+        raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
+    for name, value in (("eval_every", eval_every), ("log_every", log_every), ("ckpt_every", ckpt_every)):
+        check_int(value, name, minimum=1)
+    if stop_after is not None:
+        check_int(stop_after, "stop_after", minimum=1)
+    if threads is not None:
+        check_int(threads, "threads", minimum=1)
+
+
+def _distributed_setup(device: torch.device) -> tuple[int, int, torch.device]:
+    """``(rank, world_size, device)``; joins the process group when run under torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1, device
+    import torch.distributed as dist
+
+    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    if device.type == "cuda":
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return rank, world, device
+
+
+def _build_model(config: TrainConfig, device: torch.device):
+    """The untrained model: initialised from the seed only (the same on every rank) on the
+    CPU, then moved to ``device``."""
+    from .models import build_model
+
+    model = build_model(config.kind, config.d, n_layers=config.n_layers, width=config.width,
+                        heads=config.heads, layernorm=config.layernorm, n_points=config.n_points,
+                        mlp=config.mlp if config.kind == "linear" else None, seed=config.seed)
+    return model.to(device)
+
+
+@dataclass
+class _RunState:
+    """Where a run stands, besides the model, the optimizer and the data generator."""
+
+    step: int = 0
+    elapsed: float = 0.0  # seconds of training before this process took over
+    history: dict = dataclasses.field(default_factory=lambda: {
+        "step": [], "loss": [], "lr": [], "eval_step": [], "eval_error": [], "eval_seconds": []})
+    running: float = 0.0  # the loss summed since the last log line (a tensor while training) ...
+    running_count: int = 0  # ... over this many steps
+
+
+def _resume(path: Path, config: TrainConfig, world: int, rank: int, model, trainer, generator) -> _RunState:
+    """Load a checkpoint into the model, the step's optimizer and the generator."""
+    state = _load_state(path, config, world)
+    model.load_state_dict(state["model"])
+    trainer.load_optimizer_state(state["optimizer"], state.get("optimizer_layout", "per_parameter"))  # older states: per parameter
+    generator.set_state(state["generators"][rank])
+    running, running_count = state["running_loss"]
+    return _RunState(state["step"], state["elapsed_seconds"], state["history"], running, running_count)
+
+
+def _load_state(path: Path, config: TrainConfig, world: int) -> dict:
+    from .models.pretrained import PretrainedError
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise PretrainedError(f"cannot resume: {str(path)!r} is not a readable training state ({err})") from err
+    if not isinstance(state, dict) or state.get("format") != "tfnewton-train-state":
+        raise PretrainedError(f"cannot resume: {str(path)!r} is not a tfnewton training state")
+    saved = state["config"]
+    defaults = asdict(TrainConfig())
+    # A field the saved run did not have yet counts as its default (older tfnewton versions).
+    diffs = [f"{k}: saved {saved.get(k, defaults[k])!r}, now {v!r}" for k, v in asdict(config).items()
+             if saved.get(k, defaults[k]) != v]
+    if diffs:
+        raise ValueError("cannot resume: the recipe differs from the interrupted run's (" + "; ".join(diffs) + ")")
+    if len(state["generators"]) != world:
+        raise ValueError(
+            f"cannot resume: the run was saved with {len(state['generators'])} process(es), now {world}"
+        )
+    return state
+
+
+def _wrap_for_ddp(model, device: torch.device, world: int):
+    """The module the step runs: the model, or under torchrun its DDP wrapper (gradients
+    averaged over ranks)."""
+    if world == 1:
+        return model
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    return DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+
+class _Evaluator:
+    """The periodic evaluation: the task's headline metric at ``k = eval_k`` on the fixed
+    evaluation prompts (own generator: evaluating never disturbs the training data), and
+    the task's first baseline's on the same prompts, computed once."""
+
+    def __init__(self, config: TrainConfig, device: torch.device):
+        self.task, self.k = training_task(config.task), config.eval_k
+        self.X, self.y = _draw_eval_set(config, device)
+        self.reference = self.task.baselines[0] if self.task.baselines else None
+        self.reference_value = None
+        if self.reference is not None:
+            k = self.k
+            curves = baseline_curves(self.task, self.X[:, :k + 1], self.y[:, :k + 1], names=[self.reference],
+                                     **config.task_options)
+            self.reference_value = curves[self.reference][k]
+
+    def __call__(self, model) -> float:
+        metrics = self.task.metrics(predict(model, self.X, self.y), self.y, self.X.shape[-1])
+        return float(metrics[self.task.headline][self.k])
+
+    def describe(self, value: float) -> str:
+        reference = "" if self.reference is None else f" ({self.reference} {self.reference_value:.4f})"
+        return f"{self.task.headline} at k={self.k} {value:.4f}{reference}"
+
+
+class _CompiledStep:
+    """The step's forward and backward through ``torch.compile`` (one compile, for the final
+    prompt length: the first call compiles). Where compiling fails it warns and runs the
+    same step eagerly from then on."""
+
+    def __init__(self, trainer, module, history: dict, write):
+        self.trainer, self.module, self.history, self.write = trainer, module, history, write
+        self.compiled, self.checked = torch.compile(module, dynamic=False), False
+
+    def __call__(self, X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if self.compiled is None or self.checked:
+            return self.trainer.forward_backward(X, y, self.module if self.compiled is None else self.compiled)
+        self.write("compiling the training step with torch.compile (about a minute on a 2-core CPU; "
+                   "later runs reuse the on-disk cache) ...")
+        t = time.perf_counter()
+        try:  # the first call compiles (forward now, backward at loss.backward())
+            loss = self.trainer.forward_backward(X, y, self.compiled)
+        except Exception as err:  # no compiler, an unsupported op...: same step, eagerly
+            reason = (str(err).strip().splitlines() or [""])[0][:300]
+            warnings.warn(f"torch.compile failed ({type(err).__name__}: {reason}); training eagerly",
+                          RuntimeWarning, stacklevel=3)
+            self.compiled = None
+            return self.trainer.forward_backward(X, y, self.module)
+        self.checked = True
+        self.history["compile_seconds"] = round(time.perf_counter() - t, 1)
+        self.write(f"compiled in {self.history['compile_seconds']:.0f} s")
+        return loss
+
+
+def _compiled_step(config: TrainConfig, trainer, module, world: int, history: dict, write):
+    """A :class:`_CompiledStep` where the recipe compiles; ``None`` for an eager run."""
+    if not config.compile:
+        return None
+    if world > 1:  # compiling a DDP-wrapped model is not tested here
+        warnings.warn("compile=True applies to single-process runs; under torchrun the step runs eagerly",
+                      RuntimeWarning, stacklevel=3)
+        return None
+    return _CompiledStep(trainer, module, history, write)
+
+
+def _progress_bar(config: TrainConfig, step: int, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=config.steps, initial=step, disable=not enabled, desc="train", dynamic_ncols=True,
+                mininterval=1.0 if sys.stderr.isatty() else 30.0)
+
+
+def _log_loss(run: _RunState, lr: float, world: int) -> None:
+    """Append the mean loss since the last log line (averaged over ranks) to the history."""
+    mean_loss = run.running / run.running_count
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.all_reduce(mean_loss)
+        mean_loss = mean_loss / world
+    run.history["step"].append(run.step)
+    run.history["loss"].append(float(mean_loss))
+    run.history["lr"].append(lr)
+    run.running, run.running_count = torch.zeros_like(run.running), 0
+
+
+def _evaluate(evaluator: _Evaluator, model, run: _RunState, seconds: float, write) -> None:
+    value = evaluator(model)
+    run.history["eval_step"].append(run.step)
+    run.history["eval_error"].append(value)
+    run.history["eval_seconds"].append(seconds)
+    write(f"step {run.step}: {evaluator.describe(value)}, {seconds:.0f} s")
+
+
+def _agree_to_stop(stopping: bool, world: int, device: torch.device) -> bool:
+    """Every rank must agree to stop (a signal may reach one rank only)."""
+    if world == 1:
+        return stopping
+    import torch.distributed as dist
+
+    flag = torch.tensor([1.0 if stopping else 0.0], device=device)
+    dist.all_reduce(flag)
+    return bool(flag.item() > 0)
+
+
+def _gather(obj, world: int) -> list:
+    if world == 1:
+        return [obj]
+    import torch.distributed as dist
+
+    out = [None] * world
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def _save_state(path: Path, config: TrainConfig, model, trainer, generator, run: _RunState, elapsed: float,
+                rank: int, world: int) -> None:
+    """Write ``train_state.pt`` atomically (rank 0), with every rank's generator state."""
+    from .models.pretrained import atomic_save
+
+    generator_states = _gather(generator.get_state(), world)
+    if rank != 0:
+        return
+    atomic_save({
+        "format": "tfnewton-train-state",
+        "config": asdict(config),
+        "model": model.state_dict(),
+        "optimizer": trainer.optimizer_state(),
+        "optimizer_layout": trainer.layout,
+        "step": run.step,
+        "curriculum": dict(zip(("d", "n_points"), curriculum_at(run.step, config))),
+        "generators": generator_states,
+        "history": run.history,
+        "running_loss": [float(run.running), run.running_count],
+        "elapsed_seconds": elapsed,
+        "library_version": __version__,
+    }, path)
 
 
 class _StopRequested:
@@ -578,21 +675,46 @@ class _StopRequested:
         return False
 
 
-def train(
-    config: TrainConfig,
-    out_dir: str | os.PathLike,
-    *,
-    device=None,
-    resume: bool = False,
-    stop_after: int | None = None,
-    eval_every: int = 500,
-    log_every: int = 50,
-    ckpt_every: int = 500,
-    threads: int | None = None,
-    progress: bool = True,
-    final_eval: bool = True,
-    command: str | None = None,
-) -> dict:
+def _finish(config: TrainConfig, model, run: _RunState, evaluator, *, out_dir: Path, rank: int, world: int,
+            device: torch.device, final_eval: bool, command: str | None) -> dict:
+    """Check that the ranks agree, write ``model.pt`` with its metadata (a finished run),
+    and say how the run ended."""
+    from .models.pretrained import save_checkpoint, state_dict_checksum
+
+    # Every rank must hold the same weights (DDP keeps them in sync); record that we checked.
+    in_sync = len(set(_gather(state_dict_checksum(model.state_dict()), world))) == 1
+    finished = run.step >= config.steps
+    result = {"finished": finished, "step": run.step, "state_path": str(out_dir / STATE_FILE), "model_path": None,
+              "metrics": None, "history": run.history, "ranks_in_sync": in_sync, "world_size": world}
+    if finished and rank == 0:
+        headline, evals = evaluator.task.headline, run.history["eval_error"]
+        metrics = {"eval_k": evaluator.k, "eval_metric": headline,
+                   f"{headline}_at_eval_k": evals[-1] if evals else None}
+        if evaluator.reference is not None:
+            metrics[f"{evaluator.reference}_{headline}_at_eval_k"] = evaluator.reference_value
+        if final_eval:
+            metrics["error_vs_k"] = error_vs_k(model, config)
+        meta = {
+            "task": config.task, "d": config.d, "n_points": config.n_points, "kind": config.kind,
+            "steps": run.step, "seed": config.seed, "train_config": asdict(config),
+            "library_version": __version__, "torch_version": torch.__version__, "device": device.type,
+            "precision": config.precision, "world_size": world, "ranks_in_sync": in_sync,
+            "train_seconds": run.elapsed, "threads": torch.get_num_threads(), "metrics": metrics,
+            "history": run.history,
+            "command": command or f"python -m tfnewton train {' '.join(config_to_argv(config))} --out {shlex.quote(str(out_dir))}",
+        }
+        result.update(model_path=str(save_checkpoint(model, out_dir / MODEL_FILE, meta)), metrics=metrics)
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+    return result
+
+
+def train(config: TrainConfig, out_dir: str | os.PathLike, *, device=None, resume: bool = False,
+          stop_after: int | None = None, eval_every: int = 500, log_every: int = 50, ckpt_every: int = 500,
+          threads: int | None = None, progress: bool = True, final_eval: bool = True,
+          command: str | None = None) -> dict:
     """Train a model on ``config`` and write ``model.pt`` (and ``train_state.pt``) to ``out_dir``.
 
     Parameters
@@ -615,7 +737,8 @@ def train(
     progress : bool
         tqdm progress bar (rank 0 only).
     final_eval : bool
-        Error vs ``k`` against OLS and tuned 3-step GD at the end (stored in the metadata).
+        The task's metrics against ``k`` next to its baselines at the end
+        (:func:`error_vs_k`, stored in the metadata).
     command : str, optional
         The command line recorded in the metadata (the CLI fills it in).
 
@@ -624,209 +747,70 @@ def train(
     dict
         ``{"finished", "step", "model_path", "state_path", "metrics", "history"}``.
     """
-    from tqdm.auto import tqdm
-
-    from .models import build_model
-    from .models.pretrained import save_checkpoint, state_dict_checksum
-
-    if not isinstance(config, TrainConfig):
-        raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
-    device = check_device(device)
-    for name, value in (("eval_every", eval_every), ("log_every", log_every), ("ckpt_every", ckpt_every)):
-        check_int(value, name, minimum=1)
-    if stop_after is not None:
-        check_int(stop_after, "stop_after", minimum=1)
+    _check_run_arguments(config, stop_after=stop_after, eval_every=eval_every, log_every=log_every,
+                         ckpt_every=ckpt_every, threads=threads)
+    device = check_device(device)  # the one check of the device; the helpers take the result
     if threads is not None:
-        torch.set_num_threads(check_int(threads, "threads", minimum=1))
+        torch.set_num_threads(threads)
     rank, world, device = _distributed_setup(device)
-    # Record what "auto" means here, so the checkpoint's command repeats this run anywhere.
-    config = dataclasses.replace(config, precision=resolve_precision(config.precision, device))
     if config.batch_size % world:
         raise ValueError(f"batch_size = {config.batch_size} must be divisible by the {world} processes")
     out_dir = Path(out_dir)
-    state_path, model_path = out_dir / STATE_FILE, out_dir / MODEL_FILE
+    state_path = out_dir / STATE_FILE
     if rank == 0:
         out_dir.mkdir(parents=True, exist_ok=True)
 
-    # Model and optimizer. The initialisation depends on the seed only (same on every rank).
-    model = build_model(config.kind, config.d, n_layers=config.n_layers, width=config.width,
-                        heads=config.heads, layernorm=config.layernorm, n_points=config.n_points,
-                        mlp=config.mlp if config.kind == "linear" else None, device=device, seed=config.seed)
-    # On one CPU process the parameters live in one flat buffer (see flatten_parameters):
-    # clipping and AdamW are then one call each. GPUs and DDP keep per-parameter tensors.
+    # Model, step, data. On one CPU process the parameters live in one flat buffer
+    # (tfnewton.step.flatten_parameters); GPUs and DDP keep per-parameter tensors.
+    model = _build_model(config, device)
     trainer = TrainStep(model, config, flat=FLAT_ON_CPU and world == 1 and device.type == "cpu")
-    # Training data: one generator per rank, on the training device.
+    config = dataclasses.replace(config, precision=trainer.precision)  # what "auto" meant here, recorded
     generator = torch.Generator(device=device).manual_seed(config.seed * 1_000_003 + 7919 * rank + 1)
-    step, elapsed = 0, 0.0
-    history = {"step": [], "loss": [], "lr": [], "eval_step": [], "eval_error": [], "eval_seconds": []}
-
+    run = _RunState()
     if resume and state_path.is_file():
-        state = _load_state(state_path, config, world)
-        model.load_state_dict(state["model"])
-        trainer.load_optimizer_state(state["optimizer"], state.get("optimizer_layout", "per_parameter"))  # older states: per parameter
-        generator.set_state(state["generators"][rank])
-        step, elapsed, history = state["step"], state["elapsed_seconds"], state["history"]
-        saved_running = state["running_loss"]
-
-    train_model = model
-    if world > 1:
-        from torch.nn.parallel import DistributedDataParallel as DDP
-
-        train_model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
-
-    # Fixed evaluation set (own generator: evaluating never disturbs the training data).
-    eval_X = eval_y = None
-    ols_at_k = None
-    k = config.eval_k
-    if rank == 0:
-        eval_X, eval_y = make_eval_set(config, device=device)
-        if config.task != "logistic_regression":
-            ols_at_k = float(ols_errors(eval_X[:, : k + 1].cpu(), eval_y[:, : k + 1].cpu(), config)[k])
-
-    def evaluate_now() -> float:
-        err = _prediction_errors(predict(model, eval_X, eval_y), eval_y, config)
-        return float(err[k])
-
-    # torch.compile'd step, for the final prompt length only (one compile; see TrainConfig).
-    # One process only: compiling a DDP-wrapped model is not tested here, so torchrun runs eagerly.
-    compiled = None
-    if config.compile and world > 1:
-        import warnings
-
-        warnings.warn("compile=True applies to single-process runs; under torchrun the step runs eagerly",
-                      RuntimeWarning, stacklevel=2)
-    elif config.compile:
-        compiled = torch.compile(train_model, dynamic=False)
-    compile_checked = False
-
-    def compiled_forward_backward(X, y):
-        nonlocal compiled, compile_checked
-        if compile_checked:
-            return trainer.forward_backward(X, y, compiled)
-        bar.write("compiling the training step with torch.compile (about a minute on a 2-core CPU; "
-                  "later runs reuse the on-disk cache) ...")
-        t_compile = time.perf_counter()
-        try:  # the first call compiles (forward now, backward at loss.backward())
-            loss = trainer.forward_backward(X, y, compiled)
-            compile_checked = True
-            history["compile_seconds"] = round(time.perf_counter() - t_compile, 1)
-            bar.write(f"compiled in {history['compile_seconds']:.0f} s")
-            return loss
-        except Exception as err:  # no compiler, an unsupported op...: same step, eagerly
-            import warnings
-
-            reason = (str(err).strip().splitlines() or [""])[0][:300]
-            warnings.warn(f"torch.compile failed ({type(err).__name__}: {reason}); training eagerly",
-                          RuntimeWarning, stacklevel=2)
-            compiled = None
-            return trainer.forward_backward(X, y, train_model)
+        run = _resume(state_path, config, world, rank, model, trainer, generator)
+    run.running = torch.tensor(run.running, device=device)
+    module = _wrap_for_ddp(model, device, world)
+    evaluator = _Evaluator(config, device) if rank == 0 else None
+    bar = _progress_bar(config, run.step, enabled=progress and rank == 0)
+    compiled = _compiled_step(config, trainer, module, world, run.history, bar.write)
     local_batch = config.batch_size // world
-    bar = tqdm(total=config.steps, initial=step, disable=(not progress) or rank != 0,
-               mininterval=1.0 if sys.stderr.isatty() else 30.0, dynamic_ncols=True, desc="train")
-    running, running_count = torch.zeros((), device=device), 0
-    if resume and state_path.is_file():  # the loss summed since the last log line
-        running, running_count = torch.tensor(saved_running[0], device=device), saved_running[1]
-    finished = False
-    t0 = time.perf_counter() - elapsed
-
-    def checkpoint():
-        states = _gather(generator.get_state(), world)
-        if rank == 0:
-            _save_state(state_path, config=config, model=model, trainer=trainer, step=step,
-                        generator_states=states, history=history,
-                        running=[float(running), running_count], elapsed=time.perf_counter() - t0)
+    t0 = time.perf_counter() - run.elapsed
 
     model.train()
     with _StopRequested() as stop:
-        while step < config.steps:
-            lr = learning_rate(step, config)
+        while run.step < config.steps:
+            lr = learning_rate(run.step, config)
             trainer.set_lr(lr)
-            d_eff, n_eff = curriculum_at(step, config)
+            d_eff, n_eff = curriculum_at(run.step, config)
             X, y = sample_batch(config, local_batch, n_eff, d_eff, generator=generator, device=device)
             if compiled is not None and n_eff == config.n_points:
-                loss = compiled_forward_backward(X, y)
+                loss = compiled(X, y)
             else:
-                loss = trainer.forward_backward(X, y, train_model)
+                loss = trainer.forward_backward(X, y, module)
             if not trainer.clip_and_update():  # a non-finite gradient norm: no update
-                history["skipped_steps"] = history.get("skipped_steps", 0) + 1
-            step += 1
-            running += loss.detach()
-            running_count += 1
+                run.history["skipped_steps"] = run.history.get("skipped_steps", 0) + 1
+            run.step += 1
+            run.running += loss.detach()
+            run.running_count += 1
             bar.update(1)
 
-            if step % log_every == 0 or step == config.steps:
-                mean_loss = running / running_count
-                if world > 1:
-                    import torch.distributed as dist
-
-                    dist.all_reduce(mean_loss)
-                    mean_loss = mean_loss / world
-                history["step"].append(step)
-                history["loss"].append(float(mean_loss))
-                history["lr"].append(lr)
-                running, running_count = torch.zeros((), device=device), 0
-                bar.set_postfix(loss=f"{history['loss'][-1]:.4f}", d=d_eff, n=n_eff)
-            if rank == 0 and (step % eval_every == 0 or step == config.steps):
-                err = evaluate_now()
-                history["eval_step"].append(step)
-                history["eval_error"].append(err)
-                history["eval_seconds"].append(time.perf_counter() - t0)
-                bar.write(f"step {step}: error at k={k} {err:.4f} (OLS {ols_at_k if ols_at_k is None else round(ols_at_k, 4)}), "
-                          f"{time.perf_counter() - t0:.0f} s")
-            stopping = stop.flag or (stop_after is not None and step >= stop_after)
-            if world > 1:  # every rank must agree to stop (a signal may reach one rank only)
-                import torch.distributed as dist
-
-                flag = torch.tensor([1.0 if stopping else 0.0], device=device)
-                dist.all_reduce(flag)
-                stopping = bool(flag.item() > 0)
-            if step % ckpt_every == 0 or stopping or step == config.steps:
-                checkpoint()
-            if stopping and step < config.steps:
+            if run.step % log_every == 0 or run.step == config.steps:
+                _log_loss(run, lr, world)
+                bar.set_postfix(loss=f"{run.history['loss'][-1]:.4f}", d=d_eff, n=n_eff)
+            if evaluator is not None and (run.step % eval_every == 0 or run.step == config.steps):
+                _evaluate(evaluator, model, run, time.perf_counter() - t0, bar.write)
+            stopping = _agree_to_stop(stop.flag or (stop_after is not None and run.step >= stop_after),
+                                      world, device)
+            if run.step % ckpt_every == 0 or stopping or run.step == config.steps:
+                _save_state(state_path, config, model, trainer, generator, run, time.perf_counter() - t0,
+                            rank, world)
+            if stopping and run.step < config.steps:
                 break
-        else:
-            finished = True
     bar.close()
-    elapsed = time.perf_counter() - t0
-
-    # Every rank must hold the same weights (DDP keeps them in sync); record that we checked.
-    checksums = _gather(state_dict_checksum(model.state_dict()), world)
-    in_sync = len(set(checksums)) == 1
-    result = {"finished": finished, "step": step, "state_path": str(state_path), "model_path": None,
-              "metrics": None, "history": history, "ranks_in_sync": in_sync, "world_size": world}
-    if finished and rank == 0:
-        metrics = {"eval_k": k, "error_at_eval_k": history["eval_error"][-1] if history["eval_error"] else None,
-                   "ols_error_at_eval_k": ols_at_k}
-        if final_eval:
-            curve = error_vs_k(model, config)
-            metrics["error_vs_k"] = curve
-        meta = {
-            "task": config.task,
-            "d": config.d,
-            "n_points": config.n_points,
-            "kind": config.kind,
-            "steps": step,
-            "seed": config.seed,
-            "train_config": asdict(config),
-            "library_version": __version__,
-            "torch_version": torch.__version__,
-            "device": device.type,
-            "precision": config.precision,
-            "world_size": world,
-            "ranks_in_sync": in_sync,
-            "train_seconds": elapsed,
-            "threads": torch.get_num_threads(),
-            "metrics": metrics,
-            "history": history,
-            "command": command or f"python -m tfnewton train {' '.join(config_to_argv(config))} --out {shlex.quote(str(out_dir))}",
-        }
-        save_checkpoint(model, model_path, meta)
-        result.update(model_path=str(model_path), metrics=metrics)
-    if world > 1:
-        import torch.distributed as dist
-
-        dist.barrier()
-    return result
+    run.elapsed = time.perf_counter() - t0
+    return _finish(config, model, run, evaluator, out_dir=out_dir, rank=rank, world=world, device=device,
+                   final_eval=final_eval, command=command)
 
 
 # --------------------------------------------------------------------------- command line
@@ -843,9 +827,17 @@ def config_to_argv(config: TrainConfig) -> list[str]:
         flag = _flag(f.name)
         if isinstance(value, bool):
             argv.append(flag if value else "--no-" + f.name.replace("_", "-"))
+        elif isinstance(value, tuple):  # a mixture of condition numbers: --condition-number 1.0,10.0,50.0
+            argv += [flag, ",".join(str(v) for v in value)]
         else:
             argv += [flag, str(value)]
     return argv
+
+
+def float_or_floats(text: str) -> float | tuple[float, ...]:
+    """``"10"`` → ``10.0``; ``"1,10,50"`` → ``(1.0, 10.0, 50.0)`` (the type of ``--condition-number``)."""
+    values = tuple(float(part) for part in text.split(","))
+    return values[0] if len(values) == 1 else values
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -863,14 +855,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ckpt-every", type=int, default=500)
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     p.add_argument("--no-progress", action="store_true", help="no tqdm bar")
-    p.add_argument("--no-final-eval", action="store_true", help="skip the error-vs-k curve at the end")
+    p.add_argument("--no-final-eval", action="store_true", help="skip the metrics-vs-k curves at the end")
     for f in dataclasses.fields(TrainConfig):
         flags = [_flag(f.name)] + (["--d"] if f.name == "d" else [])
         if f.type in ("bool", bool):
             p.add_argument(*flags, dest=f.name, action="store_true", default=None)
             p.add_argument("--no-" + f.name.replace("_", "-"), dest=f.name, action="store_false")
         else:
-            kind = {"int": int, "float": float, "str": str}[f.type if isinstance(f.type, str) else f.type.__name__]
+            kind = {"int": int, "float": float, "str": str, "float | tuple[float, ...]": float_or_floats}[f.type]
             p.add_argument(*flags, dest=f.name, type=kind, default=None)
     return p
 
@@ -918,8 +910,9 @@ def main(argv: list[str] | None = None) -> int:
     if rank == 0:
         if result["finished"]:
             m = result["metrics"]
-            print(f"done: {result['step']} steps; error at k={m['eval_k']}: {m['error_at_eval_k']:.4f}; "
-                  f"model written to {result['model_path']}")
+            value = m[f"{m['eval_metric']}_at_eval_k"]
+            print(f"done: {result['step']} steps; {m['eval_metric']} at k={m['eval_k']}: "
+                  f"{'n/a' if value is None else f'{value:.4f}'}; model written to {result['model_path']}")
         else:
             print(f"stopped at step {result['step']}; continue with --resume (state in {result['state_path']})")
     if world > 1:
