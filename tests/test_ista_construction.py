@@ -34,23 +34,25 @@ def _task(B, n, d, s, seed, **kw):
     s=st.integers(1, 3),
     K=st.integers(0, 8),
     scaling=st.sampled_from(["unit_columns", "garg"]),
+    normalize=st.booleans(),
     data=st.data(),
 )
-def test_every_step_equals_the_in_context_variant(B, n, d, s, K, scaling, data):
+def test_every_step_equals_the_in_context_variant(B, n, d, s, K, scaling, normalize, data):
     seed = data.draw(st.integers(0, 10**6), label="seed")
     t = _task(B, n, d, min(s, d), seed, scaling=scaling)
     X, y, x_query, _ = t.context_and_query()
     lam_max = torch.linalg.matrix_norm(X, ord=2).max().item() ** 2
     factors = data.draw(st.lists(st.floats(0.05, 1.9), min_size=K, max_size=K), label="γ_k·λ_max")
-    gammas = [c / max(lam_max, 1e-3) for c in factors]
-    shrink = data.draw(st.lists(st.sampled_from([0.0, 0.01, 0.1, 0.5, 2.0]), min_size=K, max_size=K), label="θ_k/γ_k")
-    thetas = [r * g for r, g in zip(shrink, gammas)]
+    gammas = factors if normalize else [c / max(lam_max, 1e-3) for c in factors]
+    shrink = data.draw(st.lists(st.sampled_from([0.0, 0.01, 0.1, 0.5, 2.0]), min_size=K, max_size=K), label="θ_k/η_k")
+    thetas = [r * c / max(lam_max, 1e-3) for r, c in zip(shrink, factors)]  # relative to the step in β's units
 
-    model = in_context_ista_transformer(d, gammas, thetas)
+    model = in_context_ista_transformer(d, gammas, thetas, normalize_steps=normalize)
     assert len(model.blocks) == 2 * K + 1  # the layer count
     assert [count_heads(b) for b in model.blocks] == ([1, 0] + [3, 0] * (K - 1) if K else []) + [1]
 
-    reference = InContextLISTA.from_schedule(gammas, [max(th, 1e-300) for th in thetas], dtype=F64) if K else None
+    reference = InContextLISTA.from_schedule(gammas, [max(th, 1e-300) for th in thetas], normalize_steps=normalize,
+                                             dtype=F64) if K else None
     with torch.no_grad():
         expected = reference(X, y) if K else X.new_zeros((1, B, d))
     got = model.iterates(X, y)
@@ -83,6 +85,17 @@ def test_a_fitted_reference_runs_as_the_transformer():
     other = _task(3, 25, 12, 2, 9, scaling="garg", correlation=0.5)
     with torch.no_grad():
         assert (model.iterates(other.X, other.y) - reference(other.X, other.y)).abs().max().item() <= TOL
+
+
+def test_a_fitted_normalized_reference_runs_as_the_transformer_on_any_matrix():
+    sampler = functools.partial(tasks.sample_sparse_recovery, n=10, d=12, sparsity=2, noise_std=0.1, scaling="garg", dtype=F64)
+    reference = InContextLISTA(4, lam=0.5, normalize_steps=True, dtype=F64).fit(sampler, steps=20, batch=16, lr=5e-2)
+    model = in_context_ista_transformer(12, reference.step_sizes, reference.thresholds, normalize_steps=True)
+    assert len(model.blocks) == 9
+    for t in (sampler(6, generator=torch.Generator().manual_seed(4)), _task(3, 25, 12, 2, 9, correlation=0.5)):
+        X, y = t.X, t.y
+        with torch.no_grad():
+            assert (model.iterates(X, y) - reference(X, y)).abs().max().item() <= TOL
 
 
 def test_weights_are_zero_one_step_sizes_and_thresholds():
@@ -135,6 +148,7 @@ def test_hook_protocol():
         (lambda m, X, y, q: in_context_ista_transformer(5, 0.1, [0.01]), TypeError, ["step_sizes", "sequence"]),
         (lambda m, X, y, q: in_context_ista_transformer(5, torch.ones(2, 2), [0.01]), ValueError, ["step_sizes", "1-D"]),
         (lambda m, X, y, q: in_context_ista_transformer(0, [0.1], [0.01]), ValueError, ["d", ">= 1"]),
+        (lambda m, X, y, q: in_context_ista_transformer(3, [0.1], [0.01], normalize_steps="yes"), TypeError, ["normalize_steps"]),
     ],
 )
 def test_bad_input_gets_a_clear_error(call, error, words):

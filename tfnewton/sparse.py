@@ -135,7 +135,12 @@ class UnrolledISTA(nn.Module):
     def _check_ready(self) -> None:
         """Raise if the model cannot run yet (the in-context variant before its step size is set)."""
 
-    def layer(self, k: int, X: torch.Tensor, y: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
+    def _prompt_scale(self, X) -> torch.Tensor | None:
+        """A per-prompt constant every layer may use (the in-context variant's ``1/λ_max(XᵀX)``)."""
+        return None
+
+    def layer(self, k: int, X: torch.Tensor, y: torch.Tensor, beta: torch.Tensor, scale=None) -> torch.Tensor:
+        """Layer ``k`` (0-based): ``β_k → β_{k+1}``, shapes (B, d)."""
         raise NotImplementedError
 
     def forward(self, X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -154,9 +159,10 @@ class UnrolledISTA(nn.Module):
         self._check_prompts(X, y)
         self._check_ready()
         beta = y.new_zeros((y.shape[0], self.d if X is None else X.shape[2]))
+        scale = None if X is None else self._prompt_scale(X)
         out = [beta]
         for k in range(self.layers):
-            beta = self.layer(k, X, y, beta)
+            beta = self.layer(k, X, y, beta, scale)
             out.append(beta)
         return torch.stack(out)
 
@@ -187,14 +193,15 @@ class UnrolledISTA(nn.Module):
         self,
         sampler: Callable,
         *,
-        steps: int = 300,
+        steps: int = 500,
         batch: int = 64,
-        lr: float = 1e-2,
+        lr: float = 5e-2,
+        clip: float | None = 1.0,
         loss: str = "all_layers",
         generator: torch.Generator | None = None,
         progress: bool = False,
     ) -> "UnrolledISTA":
-        r"""Train with Adam on fresh prompts from ``sampler``.
+        r"""Train with Adam on fresh prompts from ``sampler`` (a cosine decay of the rate to 0, clipped gradients).
 
         The loss is the normalized squared error ``Σ_b‖β_k − β‖² / Σ_b‖β‖²`` averaged over
         the layers ``k = 1…K`` (``loss="all_layers"``, so every layer is an estimate worth
@@ -212,9 +219,12 @@ class UnrolledISTA(nn.Module):
         batch : int
             Prompts per step.
         lr : float
-            Adam's learning rate. Thresholds and step sizes are learned as logarithms
-            and matrices with a rate scaled by their initial size, so ``lr`` is a relative
-            change per step whatever the scale of ``X``.
+            Adam's peak learning rate, decayed to 0 by a cosine over ``steps``. Thresholds and
+            step sizes are learned as logarithms and matrices with a rate scaled by their
+            initial size, so ``lr`` is a relative change per step whatever the scale of ``X``.
+        clip : float or None
+            Largest gradient norm (an unrolled network whose steps overshoot has exploding
+            gradients; clipping keeps the fit stable); ``None``: no clipping.
         loss : {"all_layers", "last"}
         generator : torch.Generator, optional
             Passed to ``sampler``; default a CPU generator seeded with 0, so a fit repeats.
@@ -230,6 +240,7 @@ class UnrolledISTA(nn.Module):
         steps = v.check_int(steps, "steps", minimum=0)
         batch = v.check_int(batch, "batch", minimum=1)
         lr = v.check_positive(lr, "lr")
+        clip = None if clip is None else v.check_positive(clip, "clip")
         if loss not in ("all_layers", "last"):
             raise ValueError(f"loss must be 'all_layers' or 'last', got {loss!r}")
         if generator is None:
@@ -249,12 +260,18 @@ class UnrolledISTA(nn.Module):
                 optimizer = torch.optim.Adam(
                     [{"params": [p], "lr": lr * scales.get(name, 1.0)} for name, p in self.named_parameters()]
                 )
+                schedule = torch.optim.lr_scheduler.LambdaLR(
+                    optimizer, lambda step: 0.5 * (1.0 + math.cos(math.pi * step / steps))
+                )
             estimates = self(X, y)[1:]  # (K, B, d)
             errors = ((estimates - beta) ** 2).sum(-1).sum(-1) / (beta**2).sum().clamp_min(1e-30)  # (K,)
             objective = errors.mean() if loss == "all_layers" else errors[-1]
             optimizer.zero_grad(set_to_none=True)
             objective.backward()
+            if clip is not None:
+                torch.nn.utils.clip_grad_norm_(self.parameters(), clip)
             optimizer.step()
+            schedule.step()
             self.history.append(objective.item())
             if progress:
                 bar.set_postfix(loss=f"{self.history[-1]:.3g}")
@@ -373,7 +390,7 @@ class LISTA(_FixedMatrixISTA):
         """Every layer's estimate, shape (K + 1, B, d); ``X`` may be ``None`` (only ``y`` is read)."""
         return super().forward(X, y)
 
-    def layer(self, k, X, y, beta):
+    def layer(self, k, X, y, beta, scale=None):
         z = y @ self.W1[k].T + beta @ self.W2[k].T  # (B, d)
         return algorithms.soft_threshold(z, self.thresholds[k])
 
@@ -405,7 +422,7 @@ class LISTACP(_FixedMatrixISTA):
     def _lr_scales(self):
         return {"W": self._scale}
 
-    def layer(self, k, X, y, beta):
+    def layer(self, k, X, y, beta, scale=None):
         residual = y - (X @ beta.unsqueeze(-1)).squeeze(-1)  # (B, n)
         return algorithms.soft_threshold(beta + residual @ self.W[k], self.thresholds[k])
 
@@ -424,6 +441,13 @@ class InContextLISTA(UnrolledISTA):
     available to us. With ``γ_k = η`` and ``θ_k = η·lam`` for every ``k`` it is ISTA with a
     fixed step ``η`` (:func:`tfnewton.algorithms.ista` with ``lr=η``).
 
+    The steps ``γ_k`` are numbers, not fractions of the prompt's scale: learned on one
+    distribution of ``X``, they can overshoot ``2/λ_max(XᵀX)`` on matrices with a larger top
+    eigenvalue (correlated columns) and diverge there. With ``normalize_steps=True`` each
+    prompt's step is ``γ_k/λ_max(XᵀX)`` (ISTA's ``1/L`` times a learned factor), the one
+    per-prompt scale that the library's constructions take as given (their embedding scales
+    the context by ``1/σ_max(X)``); thresholds stay in the units of ``β``.
+
     Parameters
     ----------
     layers : int
@@ -431,9 +455,12 @@ class InContextLISTA(UnrolledISTA):
     step_size : float, optional
         The initial ``γ_k`` of every layer, ``> 0``. ``None``: at the start of ``fit``,
         ``1/median λ_max(XᵀX)`` over the first training batch (ISTA's step for a typical
-        prompt); a model without one cannot run before ``fit``.
+        prompt), or ``1`` with ``normalize_steps``; a model without one cannot run before ``fit``.
     lam : float
-        LASSO weight of the initialization, ``θ_k = γ_k·lam``, ``> 0``.
+        LASSO weight of the initialization, ``θ_k = γ_k·lam``, ``> 0`` (with
+        ``normalize_steps``: ``θ_k = γ_k·lam/median λ_max(XᵀX)`` over the first training batch).
+    normalize_steps : bool
+        Divide ``γ_k`` by each prompt's ``λ_max(XᵀX)``.
     dtype : torch.dtype
     device : str or torch.device, optional
 
@@ -457,32 +484,37 @@ class InContextLISTA(UnrolledISTA):
     """
 
     def __init__(self, layers: int, *, step_size: float | None = None, lam: float = 0.1,
-                 dtype: torch.dtype = torch.float32, device=None):
+                 normalize_steps: bool = False, dtype: torch.dtype = torch.float32, device=None):
         super().__init__(layers)
         self.lam = v.check_positive(lam, "lam")
+        if not isinstance(normalize_steps, bool):
+            raise TypeError(f"normalize_steps must be True or False, got {normalize_steps!r}")
+        self.normalize_steps = normalize_steps
+        self.initial_step_size = None if step_size is None else v.check_positive(step_size, "step_size")
         dtype = v.check_dtype(dtype)
         device = v.check_device(device)
         self.log_step_sizes = nn.Parameter(torch.zeros(self.layers, dtype=dtype, device=device))
         self.log_thresholds = nn.Parameter(torch.zeros(self.layers, dtype=dtype, device=device))
         self.initialized = False
-        if step_size is not None:
-            self._initialize(v.check_positive(step_size, "step_size"))
+        if step_size is not None and not normalize_steps:
+            self._initialize(step_size, step_size * self.lam)
 
-    def _initialize(self, step_size: float) -> None:
+    def _initialize(self, step_size: float, threshold: float) -> None:
         with torch.no_grad():
             self.log_step_sizes.fill_(math.log(step_size))
-            self.log_thresholds.fill_(math.log(step_size * self.lam))
+            self.log_thresholds.fill_(math.log(threshold))
         self.initialized = True
 
     @classmethod
     def from_schedule(cls, step_sizes: Sequence[float], thresholds: Sequence[float], *,
-                      dtype: torch.dtype = torch.float32, device=None) -> "InContextLISTA":
+                      normalize_steps: bool = False, dtype: torch.dtype = torch.float32, device=None) -> "InContextLISTA":
         """A model with the given ``γ_k`` and ``θ_k`` (positive; equal lengths ``K``)."""
         gammas = [v.check_positive(g, "step_sizes entries") for g in step_sizes]
         thetas = [v.check_positive(t, "thresholds entries") for t in thresholds]
         if len(gammas) != len(thetas):
             raise ValueError(f"step_sizes and thresholds must have the same length, got {len(gammas)} and {len(thetas)}")
-        model = cls(len(gammas), step_size=1.0, dtype=dtype, device=device)
+        model = cls(len(gammas), normalize_steps=normalize_steps, dtype=dtype, device=device)
+        model.initialized = True
         with torch.no_grad():
             model.log_step_sizes.copy_(torch.tensor(gammas, dtype=torch.float64).log())
             model.log_thresholds.copy_(torch.tensor(thetas, dtype=torch.float64).log())
@@ -502,13 +534,23 @@ class InContextLISTA(UnrolledISTA):
 
     def _before_fit(self, X):
         if not self.initialized:
-            lam_max = torch.linalg.matrix_norm(X.detach().double(), ord=2) ** 2
-            self._initialize(1.0 / lam_max.median().item())
+            typical = 1.0 / (torch.linalg.matrix_norm(X.detach().double(), ord=2) ** 2).median().item()
+            if self.normalize_steps:
+                gamma = 1.0 if self.initial_step_size is None else self.initial_step_size
+                self._initialize(gamma, gamma * self.lam * typical)
+            else:
+                self._initialize(typical, typical * self.lam)
 
-    def layer(self, k, X, y, beta):
+    def _prompt_scale(self, X):
+        if not self.normalize_steps:
+            return None
+        return 1.0 / torch.linalg.matrix_norm(X.detach(), ord=2).pow(2).unsqueeze(-1)  # 1/λ_max(XᵀX), (B, 1)
+
+    def layer(self, k, X, y, beta, scale=None):
         residual = y - (X @ beta.unsqueeze(-1)).squeeze(-1)  # (B, n)
         gradient_step = (X.transpose(-1, -2) @ residual.unsqueeze(-1)).squeeze(-1)  # Xᵀ(y − Xβ), (B, d)
-        return algorithms.soft_threshold(beta + self.step_sizes[k] * gradient_step, self.thresholds[k])
+        step = self.step_sizes[k] if scale is None else self.step_sizes[k] * scale
+        return algorithms.soft_threshold(beta + step * gradient_step, self.thresholds[k])
 
 
 # --------------------------------------------------------------------------- scores

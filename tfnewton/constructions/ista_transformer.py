@@ -32,7 +32,12 @@ token ``j`` holding coordinate ``j`` of ``β`` (and column ``j`` of ``S``), as
     "beta"   1    0           0          z_j, then β_j        every layer
     "p"      1    0           x_qᵀβ_k    0                    prediction heads
 
-No scale enters the embedding: ``γ_k`` and ``θ_k`` are weights.
+No scale enters the embedding: ``γ_k`` and ``θ_k`` are weights. With ``normalize_steps=True``
+(the variant whose step is ``γ_k/λ_max(XᵀX)`` per prompt) the embedding scales the context,
+``x_i`` *and* ``y_i``, by ``c = 1/σ_max(X)`` as :mod:`~tfnewton.constructions.gd_regression`
+does: then ``S̃ = c²S``, ``ũ = c²u`` and ``γ(ũ − S̃β) = (γ/λ_max(XᵀX))(u − Sβ)`` exactly, while
+``β``, the thresholds and the query keep their units. ``c`` is the one number the network does
+not compute.
 
 The layers (a head: ``out_t = Σ_s v_s ⟨k_s, q_t⟩``)
 ---------------------------------------------------
@@ -73,6 +78,7 @@ from __future__ import annotations
 import torch
 
 from .. import _validate as v
+from ..algorithms import default_newton_alpha
 from ..layers import ReluMLP, Residual
 from ._base import RegressionConstruction, TokenLayout, attention_block, check_build, read_slot, write_slot
 
@@ -111,7 +117,9 @@ class InContextISTATransformer(RegressionConstruction):
         "coordinate token j": {"E": "e_j", "S": "S[:, j]", "u": "(Xᵀy)_j", "beta": "β_k[j]"},
     }
 
-    def __init__(self, d: int, step_sizes, thresholds, *, dtype=torch.float64, device=None):
+    def __init__(self, d: int, step_sizes, thresholds, *, normalize_steps: bool = False, dtype=torch.float64, device=None):
+        if not isinstance(normalize_steps, bool):
+            raise TypeError(f"normalize_steps must be True or False, got {normalize_steps!r}")
         gammas = _schedule(step_sizes, "step_sizes", allow_zero=False)
         thetas = _schedule(thresholds, "thresholds", allow_zero=True)
         if len(gammas) != len(thetas):
@@ -122,6 +130,7 @@ class InContextISTATransformer(RegressionConstruction):
         super().__init__()
         self.d, self.steps = d, steps
         self.step_sizes, self.thresholds = gammas, thetas
+        self.normalize_steps = normalize_steps
         self.layout = TokenLayout(x=d, y=1, q=d, flag=1, E=d, S=d, u=1, beta=1, p=1)
         kw = dict(dtype=dtype, device=device)
         for k, (gamma, theta) in enumerate(zip(gammas, thetas)):
@@ -196,6 +205,12 @@ class InContextISTATransformer(RegressionConstruction):
 
     # ------------------------------------------------------------------ hook protocol
 
+    def scale(self, X: torch.Tensor) -> torch.Tensor:
+        """``c`` per prompt, shape (B,): ``1/σ_max(X)`` with ``normalize_steps``, else 1."""
+        if self.normalize_steps:
+            return default_newton_alpha(X).sqrt()  # 1/σ_max(X)
+        return X.new_ones(X.shape[0])
+
     def embed(self, X: torch.Tensor, y: torch.Tensor, x_query: torch.Tensor | None = None) -> torch.Tensor:
         """The initial stream: context tokens, the query, ``d`` coordinate tokens.
 
@@ -213,9 +228,10 @@ class InContextISTATransformer(RegressionConstruction):
         x_query = self._check(X, y, x_query, need_query=False)
         L, d = self.layout, self.d
         B, n, _ = X.shape
+        c = self.scale(X).reshape(B, 1, 1)
         H = X.new_zeros((B, n + 1 + d, L.width))
-        H[:, :n, L["x"]] = X
-        H[:, :n, L["y"]] = y.unsqueeze(-1)
+        H[:, :n, L["x"]] = c * X
+        H[:, :n, L["y"]] = c * y.unsqueeze(-1)
         H[:, n, L["q"]] = x_query
         H[:, n, L["flag"]] = 1.0
         H[:, n + 1 :, L["E"]] = torch.eye(d, dtype=X.dtype, device=X.device)
@@ -250,7 +266,8 @@ class InContextISTATransformer(RegressionConstruction):
         return 2 * self._check_step(k) - 1
 
 
-def in_context_ista_transformer(d: int, step_sizes, thresholds, *, dtype=torch.float64, device=None) -> InContextISTATransformer:
+def in_context_ista_transformer(d: int, step_sizes, thresholds, *, normalize_steps: bool = False, dtype=torch.float64,
+                                device=None) -> InContextISTATransformer:
     r"""A Transformer whose layers run the in-context LISTA variant ``β⁺ = soft(β + γ_k Xᵀ(y − Xβ), θ_k)``.
 
     Parameters
@@ -262,6 +279,10 @@ def in_context_ista_transformer(d: int, step_sizes, thresholds, *, dtype=torch.f
         ``step_sizes``.
     thresholds : sequence of float or Tensor of shape (K,)
         ``θ_k >= 0``.
+    normalize_steps : bool
+        Run the variant whose step is ``γ_k/λ_max(XᵀX)`` per prompt
+        (:class:`~tfnewton.sparse.InContextLISTA` with ``normalize_steps=True``): the embedding
+        scales the context by ``1/σ_max(X)``.
     dtype : torch.dtype
         Of the weights and of the inputs (float64 by default).
     device : str or torch.device, optional
@@ -286,4 +307,4 @@ def in_context_ista_transformer(d: int, step_sizes, thresholds, *, dtype=torch.f
     >>> len(model.blocks)
     7
     """
-    return InContextISTATransformer(d, step_sizes, thresholds, dtype=dtype, device=device)
+    return InContextISTATransformer(d, step_sizes, thresholds, normalize_steps=normalize_steps, dtype=dtype, device=device)
