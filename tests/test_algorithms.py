@@ -350,3 +350,109 @@ def test_bad_input_gets_a_clear_error(call, error, words):
     message = str(info.value)
     for word in words:
         assert word in message, f"{word!r} not in {message!r}"
+
+
+# --------------------------------------------------------------------------- damped Newton: inner Newton–Schulz, scikit-learn
+
+
+def _inexact_damped_newton_numpy(X, y, mu, steps, k):
+    """Independent loop: M₀ = H/(1/4 + μ)², k Newton–Schulz steps, direction Mg, decrement gᵀMg."""
+    n, d = X.shape
+    w = np.zeros(d)
+    out = [w]
+    alpha = 1.0 / (0.25 + mu) ** 2
+    for _ in range(steps):
+        z = X @ w
+        c = 1.0 / (1.0 + np.exp(-z)) - (1.0 + y) / 2.0
+        h = 1.0 / (1.0 + np.exp(-z)) / (1.0 + np.exp(z))
+        g = X.T @ c / n + mu * w
+        H = (X.T * h) @ X / n + mu * np.eye(d)
+        M = alpha * H
+        for _ in range(k):
+            M = 2 * M - M @ H @ M
+        direction = M @ g
+        lam = math.sqrt(max(g @ direction, 0.0))
+        w = w - 2 * math.sqrt(mu) / (2 * math.sqrt(mu) + lam) * direction
+        out.append(w)
+    return np.stack(out)
+
+
+@settings(max_examples=30)
+@given(problem_shapes, seeds, st.sampled_from([0.01, 0.1, 1.0]), st.integers(0, 12), st.sampled_from([1.0, 30.0]))
+def test_damped_newton_logistic_inner_steps_matches_reference(shape, seed, mu, k, kappa):
+    B, n, d = shape
+    t = tasks.sample_logistic_regression(B, n, d, condition_number=kappa, generator=torch.Generator().manual_seed(seed),
+                                         dtype=torch.float64)
+    out = alg.damped_newton_logistic(t.X, t.y, mu, 6, inner_steps=k)
+    err = _per_problem_error(out, lambda b: _inexact_damped_newton_numpy(t.X[b].numpy(), t.y[b].numpy(), mu, 6, k))
+    assert err <= TOL
+
+
+def test_inner_steps_converge_to_the_exact_solve():
+    t = tasks.sample_logistic_regression(8, 40, 5, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    exact = alg.damped_newton_logistic(t.X, t.y, 0.1, 6)
+    errors = [(alg.damped_newton_logistic(t.X, t.y, 0.1, 6, inner_steps=k) - exact).abs().max().item() for k in (2, 4, 6, 8)]
+    assert errors[-1] <= 1e-12
+    assert all(b < a for a, b in zip(errors, errors[1:]))
+    assert alg.logistic_inner_alpha(0.1) == pytest.approx(1 / 0.35**2)
+    # the decrement: λ(w) of the exact solve, zero at the minimizer
+    lam = alg.newton_decrement_logistic(t.X, t.y, exact, 0.1)
+    assert lam.shape == (7, 8) and lam[-1].max() <= 1e-10 and lam[0].min() > 0
+    assert torch.allclose(alg.newton_decrement_logistic(t.X, t.y, exact[2], 0.1), lam[2])
+
+
+def test_undamped_newton_from_zero_and_from_afar():
+    """Full Newton steps converge from 0 on these prompts but fail from ‖w₀‖ = 10; damped ones converge from both."""
+    mu = 0.01
+    t = tasks.sample_logistic_regression(64, 64, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    w_star = alg.damped_newton_logistic(t.X, t.y, mu, 60)[-1]
+    u = torch.randn(64, 2, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    far = 10 * u / u.norm(dim=-1, keepdim=True)
+
+    def error(w):
+        return torch.nan_to_num((w[-1] - w_star).norm(dim=-1) / w_star.norm(dim=-1), nan=float("inf"))
+
+    assert error(alg.damped_newton_logistic(t.X, t.y, mu, 20, damped=False)).max() <= 1e-8
+    assert error(alg.damped_newton_logistic(t.X, t.y, mu, 20, damped=False, w0=far)).max() > 1.0
+    assert error(alg.damped_newton_logistic(t.X, t.y, mu, 40, w0=far)).max() <= 1e-8
+    losses = alg.logistic_loss(t.X, t.y, alg.damped_newton_logistic(t.X, t.y, mu, 40, w0=far), mu)
+    assert (losses[1:] <= losses[:-1] + 1e-12).all()  # damped Newton decreases f from any start
+
+
+@settings(max_examples=6)
+@given(st.integers(1, 2), st.integers(8, 40), st.integers(1, 6), seeds, st.sampled_from([0.01, 0.1, 1.0]))
+def test_damped_newton_minimizer_matches_scikit_learn(B, n, d, seed, mu):
+    sklearn = pytest.importorskip("sklearn.linear_model")
+    t = tasks.sample_logistic_regression(B, n, d, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    ours = alg.damped_newton_logistic(t.X, t.y, mu, 40)[-1]
+    for b in range(B):
+        clf = sklearn.LogisticRegression(C=1.0 / (n * mu), fit_intercept=False, tol=1e-10, max_iter=10_000)
+        clf.fit(t.X[b].numpy(), t.y[b].numpy())
+        theirs = clf.coef_[0]
+        assert ref.relative_error(ours[b].numpy(), theirs) <= 1e-6
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, words",
+    [
+        (dict(inner_steps=-1), ValueError, ["inner_steps", ">= 0"]),
+        (dict(inner_steps=2.0), TypeError, ["inner_steps", "int"]),
+        (dict(w0=torch.zeros(3, 3, dtype=torch.float64)), ValueError, ["w0", "(2, 3)"]),
+        (dict(w0=torch.zeros(2, 3)), TypeError, ["w0", "dtype"]),
+    ],
+)
+def test_damped_newton_inner_steps_bad_input(kwargs, error, words):
+    t = tasks.sample_logistic_regression(2, 10, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    with pytest.raises(error) as info:
+        alg.damped_newton_logistic(t.X, t.y, 0.1, 3, **kwargs)
+    for word in words:
+        assert word in str(info.value)
+
+
+def test_inner_steps_need_the_unit_ball():
+    t = tasks.sample_logistic_regression(2, 10, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    alg.damped_newton_logistic(2 * t.X, t.y, 0.1, 3)  # the exact solve has no such assumption
+    with pytest.raises(ValueError) as info:
+        alg.damped_newton_logistic(2 * t.X, t.y, 0.1, 3, inner_steps=4)
+    for word in ("X", "norm at most 1", "divide X", "mu/r²"):
+        assert word in str(info.value)

@@ -199,3 +199,24 @@ def check_labels_pm1(y: torch.Tensor, name: str = "y") -> None:
     if not bool(((y == 1) | (y == -1)).all()):
         bad = y[(y != 1) & (y != -1)].flatten()[:3].tolist()
         raise ValueError(f"{name} must hold labels -1 or +1 only, got values such as {bad}")
+
+
+#: Slack on ``‖x‖ <= 1`` (float32 rounding of a normalised row is ~1e-7).
+UNIT_BALL_SLACK = 1e-5
+
+
+def check_unit_ball(X: torch.Tensor, name: str = "X", *, mu_name: str | None = "mu") -> None:
+    """Rows (last axis) of norm at most 1, as Giannou et al.'s logistic construction assumes.
+
+    The message says how to rescale: dividing the inputs by ``r = max‖x_i‖`` and ``mu`` by
+    ``r²`` gives the same predictions, with weights ``r·w``.
+    """
+    norms = torch.linalg.vector_norm(X.detach(), dim=-1)
+    largest = float(norms.max()) if norms.numel() else 0.0
+    if largest > 1.0 + UNIT_BALL_SLACK:
+        fix = f"divide {name} (and the queries) by r = max‖x_i‖ = {largest:.4g}"
+        if mu_name is not None:
+            fix += (f" and use {mu_name}/r²: the loss is the same function of the logits, so the "
+                    f"predictions are unchanged and the weights become r·w")
+        raise ValueError(f"{name} must have rows of norm at most 1 (‖x_i‖ <= 1 is assumed), got a row of norm "
+                         f"{largest:.4g}; {fix}")

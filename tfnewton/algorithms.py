@@ -52,6 +52,8 @@ __all__ = [
     "online_gradient_descent",
     "least_squares",
     "damped_newton_logistic",
+    "newton_decrement_logistic",
+    "logistic_inner_alpha",
     "gradient_descent_logistic",
     "logistic_loss",
     "ista",
@@ -487,14 +489,56 @@ def logistic_loss(X: torch.Tensor, y: torch.Tensor, w: torch.Tensor, mu: float) 
     return torch.nn.functional.softplus(-margins).mean(-1) + 0.5 * mu * (w * w).sum(-1)
 
 
-def damped_newton_logistic(X: torch.Tensor, y: torch.Tensor, mu: float, steps: int) -> torch.Tensor:
+def logistic_hessian_bound(mu: float) -> float:
+    """``1/4 + μ``: ``H = (1/n) Σ σ'(z_i) x_i x_iᵀ + μI ⪯ (1/4 + μ)I`` when every ``‖x_i‖ <= 1``."""
+    return 0.25 + v.check_positive(mu, "mu")
+
+
+def logistic_inner_alpha(mu: float) -> float:
+    """The fixed Newton–Schulz start ``M₀ = αH`` of :func:`damped_newton_logistic`: ``α = 1/(1/4 + μ)²``.
+
+    With ``‖x_i‖ <= 1``, ``μI ⪯ H ⪯ (1/4 + μ)I``, so the eigenvalues of ``I − αH²`` lie in
+    ``[0, 1 − 1/κ_f²]`` with ``κ_f = (1/4 + μ)/μ``: the residual squares every inner step and
+    ``k`` steps leave at most ``(1 − 1/κ_f²)^(2^k)`` — for every such problem, with one α
+    that a network's weights can hold.
+    """
+    return 1.0 / logistic_hessian_bound(mu) ** 2
+
+
+def _logistic_newton_system(X, y, w, mu):
+    """Gradient ``(B, d)`` and Hessian ``(B, d, d)`` of the regularized logistic loss at ``w``."""
+    n, d = X.shape[1], X.shape[2]
+    margins = y * (X @ w.unsqueeze(-1)).squeeze(-1)  # (B, n)
+    s = torch.sigmoid(-margins)  # = 1 − σ(margin)
+    g = -(X.transpose(-1, -2) @ (y * s).unsqueeze(-1)).squeeze(-1) / n + mu * w
+    curvature = s * (1 - s)  # σ(z)(1 − σ(z))
+    eye = torch.eye(d, dtype=X.dtype, device=X.device)
+    H = (X.transpose(-1, -2) * curvature.unsqueeze(-2)) @ X / n + mu * eye
+    return g, H
+
+
+def _newton_direction(g, H, mu, inner_steps):
+    """``H⁻¹g`` (a solve), or ``M_k g`` after ``k`` Newton–Schulz steps from ``M₀ = αH``."""
+    if inner_steps is None:
+        return torch.linalg.solve(H, g.unsqueeze(-1)).squeeze(-1)
+    M = logistic_inner_alpha(mu) * H
+    for _ in range(inner_steps):
+        M = 2 * M - M @ H @ M
+    return (M @ g.unsqueeze(-1)).squeeze(-1)
+
+
+def damped_newton_logistic(
+    X: torch.Tensor, y: torch.Tensor, mu: float, steps: int, *, inner_steps=None, damped: bool = True, w0=None
+) -> torch.Tensor:
     r"""Damped Newton on ℓ2-regularized logistic regression (Giannou et al. 2024, §5).
 
     Loss ``f(w) = mean_i log(1 + exp(−y_i x_iᵀw)) + (μ/2)‖w‖²``; from ``w₀ = 0``,
     ``w⁺ = w − (2√μ / (2√μ + λ(w))) H⁻¹g`` with the Newton decrement
-    ``λ(w) = √(gᵀH⁻¹g)``. The damping keeps every step inside the Dikin
-    ellipsoid of the self-concordant ``f``; once ``λ`` is small the step tends to
-    the full Newton step and convergence is quadratic.
+    ``λ(w) = √(gᵀH⁻¹g)``. The step is Nesterov's ``1/(1 + M_f λ)`` for the
+    self-concordance constant ``M_f = 1/(2√μ)`` of ``f`` when ``‖x_i‖ <= 1`` (his
+    convention ``|D³f[u,u,u]| <= 2M_f ‖u‖³``). The damping keeps every step inside the
+    Dikin ellipsoid; once ``M_f λ < 1/4`` the step tends to the full Newton step and
+    convergence is quadratic.
 
     Parameters
     ----------
@@ -504,6 +548,20 @@ def damped_newton_logistic(X: torch.Tensor, y: torch.Tensor, mu: float, steps: i
     mu : float
         Regularization ``> 0``.
     steps : int
+    inner_steps : int, optional
+        ``None``: ``H⁻¹g`` by a linear solve. ``k``: ``H⁻¹`` replaced by ``M_k`` after ``k``
+        Newton–Schulz steps ``M ← 2M − MHM`` from ``M₀ = αH`` with the fixed
+        ``α = 1/(1/4 + μ)²`` (:func:`logistic_inner_alpha`; it needs ``‖x_i‖ <= 1``, which is
+        then checked), used for the direction ``M_k g`` *and* the decrement
+        ``λ² = gᵀM_k g`` — the inexact damped Newton that
+        :func:`tfnewton.constructions.logistic_newton_transformer` performs.
+    damped : bool
+        ``False`` takes full Newton steps (``w⁺ = w − H⁻¹g``). From ``w₀ = 0`` these happen
+        to be safe in practice (``H(w) ⪯ H(0)`` for every ``w``, so the first step minimizes a
+        quadratic upper bound of ``f``); from a start far from the minimizer they can
+        oscillate or diverge where the damped steps converge.
+    w0 : Tensor of shape (B, d), optional
+        Starting point; zeros by default.
 
     Returns
     -------
@@ -513,23 +571,62 @@ def damped_newton_logistic(X: torch.Tensor, y: torch.Tensor, mu: float, steps: i
     v.check_labels_pm1(y)
     mu = v.check_positive(mu, "mu")
     steps = _check_steps(steps)
+    if inner_steps is not None:
+        inner_steps = v.check_int(inner_steps, "inner_steps", minimum=0)
+        v.check_unit_ball(X, "X")
     B, n, d = X.shape
-    eye = torch.eye(d, dtype=X.dtype, device=X.device)
     out = X.new_zeros((steps + 1, B, d))
+    if w0 is not None:
+        v.check_tensor(w0, "w0", ndim=2)
+        v.check_shape(w0, "w0", (B, d))
+        v.check_same_device_dtype({"X": X, "w0": w0})
+        out[0] = w0
     w = out[0].clone()
     two_sqrt_mu = 2.0 * math.sqrt(mu)
     for t in range(steps):
-        margins = y * (X @ w.unsqueeze(-1)).squeeze(-1)  # (B, n)
-        s = torch.sigmoid(-margins)  # = 1 − σ(margin)
-        g = -(X.transpose(-1, -2) @ (y * s).unsqueeze(-1)).squeeze(-1) / n + mu * w
-        curvature = s * (1 - s)  # σ(z)(1 − σ(z))
-        H = (X.transpose(-1, -2) * curvature.unsqueeze(-2)) @ X / n + mu * eye
-        newton_dir = torch.linalg.solve(H, g.unsqueeze(-1)).squeeze(-1)
-        decrement = torch.sqrt(torch.clamp((g * newton_dir).sum(-1), min=0))
-        step = two_sqrt_mu / (two_sqrt_mu + decrement)
-        w = w - step.unsqueeze(-1) * newton_dir
+        g, H = _logistic_newton_system(X, y, w, mu)
+        newton_dir = _newton_direction(g, H, mu, inner_steps)
+        if damped:
+            decrement = torch.sqrt(torch.clamp((g * newton_dir).sum(-1), min=0))
+            step = two_sqrt_mu / (two_sqrt_mu + decrement)
+            w = w - step.unsqueeze(-1) * newton_dir
+        else:
+            w = w - newton_dir
         out[t + 1] = w
     return out
+
+
+def newton_decrement_logistic(X: torch.Tensor, y: torch.Tensor, w: torch.Tensor, mu: float) -> torch.Tensor:
+    r"""The Newton decrement ``λ(w) = √(gᵀH⁻¹g)`` of the regularized logistic loss.
+
+    Damped Newton's two phases read on ``M_f λ(w) = λ(w)/(2√μ)``: a constant decrease of
+    ``f`` while it is ``>= 1/4``, quadratic convergence below.
+
+    Parameters
+    ----------
+    X : Tensor of shape (B, n, d)
+    y : Tensor of shape (B, n), labels ±1
+    w : Tensor of shape (B, d) or (T, B, d)
+    mu : float, ``> 0``
+
+    Returns
+    -------
+    Tensor of shape (B,) or (T, B)
+    """
+    v.check_regression_inputs(X, y)
+    v.check_labels_pm1(y)
+    mu = v.check_positive(mu, "mu")
+    v.check_tensor(w, "w", ndim=(2, 3))
+    if w.shape[-2:] != (X.shape[0], X.shape[2]):
+        raise ValueError(f"w must have shape (B, d) = {(X.shape[0], X.shape[2])} or (T, B, d), got {tuple(w.shape)}")
+    ws = w.unsqueeze(0) if w.ndim == 2 else w
+    out = []
+    for wt in ws:
+        g, H = _logistic_newton_system(X, y, wt, mu)
+        newton_dir = torch.linalg.solve(H, g.unsqueeze(-1)).squeeze(-1)
+        out.append(torch.sqrt(torch.clamp((g * newton_dir).sum(-1), min=0)))
+    out = torch.stack(out)
+    return out[0] if w.ndim == 2 else out
 
 
 def _logistic_gradient(X, y, w, mu):
