@@ -8,6 +8,8 @@ One file per construction, the derivation in its docstring:
     Iterative Newton for in-context least squares: ``steps + 2`` layers.
 ``gd_regression_transformer``     :mod:`~tfnewton.constructions.gd_regression`
     Gradient descent on the in-context loss: 1 layer per step (von Oswald et al.).
+``logistic_newton_transformer``   :mod:`~tfnewton.constructions.logistic_newton`
+    Damped Newton on the logistic loss (Giannou et al.): attention + ReLU MLP, ``T(6 + k) + 2`` layers.
 ``in_context_ista_transformer``   :mod:`~tfnewton.constructions.ista_transformer`
     The in-context LISTA variant for sparse recovery: attention + ReLU MLP per step, ``2K + 1`` layers.
 
@@ -22,6 +24,7 @@ from __future__ import annotations
 from ._base import Construction, RegressionConstruction, TokenLayout
 from .gd_regression import GDRegressionTransformer, gd_regression_transformer
 from .ista_transformer import InContextISTATransformer, in_context_ista_transformer
+from .logistic_newton import LogisticNewtonTransformer, logistic_newton_transformer
 from .newton_regression import NewtonRegressionTransformer, newton_regression_transformer
 from .newton_schulz import NewtonSchulzTransformer, newton_schulz_transformer
 
@@ -35,6 +38,8 @@ __all__ = [
     "NewtonRegressionTransformer",
     "gd_regression_transformer",
     "GDRegressionTransformer",
+    "logistic_newton_transformer",
+    "LogisticNewtonTransformer",
     "in_context_ista_transformer",
     "InContextISTATransformer",
 ]
