@@ -10,9 +10,10 @@ Around the step, the loop does only what a real run needs:
 
 - **the curriculum**: the effective dimension (the other coordinates of x are zero) and
   the prompt length start small and grow every ``curriculum_every`` steps;
-- **the learning-rate schedule** measured to work on a CPU (``shared/notes/training.md``):
-  linear warm-up, then constant, then a linear decay to 0 over the last 30 % of the steps
-  (``"linear_decay"``, default); ``"cosine"`` and ``"constant"`` are there to compare;
+- **the learning-rate schedule** measured to work on a CPU (the book's training chapter
+  shows the plateau it leaves): linear warm-up, then constant, then a linear decay to 0
+  over the last 30 % of the steps (``"linear_decay"``, default); ``"cosine"`` and
+  ``"constant"`` are there to compare;
 - **evaluation** every ``eval_every`` steps on a fixed set of ≥ 2000 prompts (fixed seed,
   so the numbers are comparable across steps and runs): the task's headline metric at
   ``k = 2d`` in-context examples (the normalized error ``E[(ŷ − y)²] / d`` for regression,
