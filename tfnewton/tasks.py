@@ -717,6 +717,10 @@ def classification_metrics_by_position(pred: torch.Tensor, y: torch.Tensor, d: i
             "accuracy": ((margins > 0).double() + 0.5 * (margins == 0).double()).mean(0)}
 
 
+def _no_option_checks(d: int, options: dict) -> None:
+    """Every option the sampler accepts will do."""
+
+
 @dataclass(frozen=True)
 class TrainingTask:
     """One kind of in-context problem as the training loop sees it.
@@ -741,7 +745,8 @@ class TrainingTask:
         loop prints the first one's headline metric next to the model's.
     check_options : callable
         ``check_options(d, options)`` raises ``ValueError`` for options this task cannot
-        run (``options`` a dict of the recipe's task options).
+        run (``options`` a dict of the recipe's task options). By default nothing beyond
+        what the sampler checks when it draws.
     """
 
     name: str
@@ -751,7 +756,7 @@ class TrainingTask:
     metrics: Callable[[torch.Tensor, torch.Tensor, int], dict]
     headline: str
     baselines: tuple[str, ...] = ()
-    check_options: Callable[[int, dict], None] = lambda d, options: None
+    check_options: Callable[[int, dict], None] = _no_option_checks
 
     def sample(self, batch: int, n: int, d: int, *, generator=None, device=None, options: dict | None = None):
         """Problems from ``sampler`` with the entries of ``options`` it takes (others ignored).
