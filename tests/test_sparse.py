@@ -224,3 +224,28 @@ def test_bad_input_gets_a_clear_error(call, error, words):
         call(A, t)
     for word in words:
         assert word in str(info.value), f"{word!r} not in {str(info.value)!r}"
+
+
+# --------------------------------------------------------------------------- the benchmark
+
+
+def test_sparse_benchmark_runs_and_reports_every_method(capsys):
+    import importlib.util
+    import pathlib
+
+    path = pathlib.Path(__file__).parent.parent / "benchmarks" / "sparse.py"
+    spec = importlib.util.spec_from_file_location("bench_sparse", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    args = bench.parse(["--small", "--layers", "3", "--fit-steps", "3", "--test", "64", "--batch", "8"])
+    assert (args.d, args.sparsity, args.n, args.layers) == (10, 2, 8, 3)
+    out = bench.run(args)
+    assert set(out["results"]) == {"ISTA", "FISTA", "LISTA", "LISTA-CP", "in-context variant", "in-context, γ_k/L"}
+    assert out["deviation"] <= 1e-9  # the construction runs the fitted variants
+    assert len(out["construction"].blocks) == 2 * 3 + 1
+    for by_setting in out["results"].values():
+        assert len(by_setting) == 4 and all(err.shape == (4,) and pred.shape == (4,) for err, pred in by_setting.values())
+        assert all(err[0].item() == pytest.approx(1.0) for err, _ in by_setting.values())  # β₀ = 0 scores 1
+    bench.report(out)
+    text = capsys.readouterr().out
+    assert "claim (b)" in text and "LISTA: unseen fixed matrix / its own matrix" in text and "rate 0..K" in text
