@@ -249,3 +249,18 @@ def test_sparse_benchmark_runs_and_reports_every_method(capsys):
     bench.report(out)
     text = capsys.readouterr().out
     assert "claim (b)" in text and "LISTA: unseen fixed matrix / its own matrix" in text and "rate 0..K" in text
+
+
+def test_the_learned_methods_are_registered():
+    A, sampler = _fixed_matrix_sampler()
+    t = sampler(5, generator=torch.Generator().manual_seed(2))
+    entry = algorithms.ALGORITHMS["lista"]
+    assert entry.needs_fit and entry.task == "sparse_recovery"
+    model = entry.build(matrix=A, layers=3, lam=0.3)
+    assert isinstance(model, LISTA) and model.layers == 3
+    with pytest.raises(ValueError, match="needs matrix"):
+        entry.build(layers=3)
+    assert isinstance(algorithms.ALGORITHMS["lista_cp"].build(matrix=A, layers=2), LISTACP)
+    icl = algorithms.ALGORITHMS["in_context_lista"].build(layers=4, step_size=0.01, dtype=F64)
+    assert torch.equal(algorithms.iterates(icl, t.X, t.y, 4), icl(t.X, t.y).detach())
+    assert algorithms.iterates(model, t.X, t.y, 2).shape == (3, 5, 12)

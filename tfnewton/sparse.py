@@ -6,13 +6,13 @@ The problem (:func:`tfnewton.tasks.sample_sparse_recovery`): recover an ``s``-sp
 size and one threshold for every iteration and every problem. *Learning to optimize*
 unrolls ``K`` such iterations into a network of ``K`` layers and learns what ISTA fixes:
 
-=====================  ===========================================  =====================
-module                 layer ``k`` (``β₀ = 0``)                     learned, per layer
-=====================  ===========================================  =====================
-:class:`LISTA`         ``soft(W₁ᵏ y + W₂ᵏ β, θ_k)``                 ``W₁ᵏ (d×n)``, ``W₂ᵏ (d×d)``, ``θ_k``
-:class:`LISTACP`       ``soft(β + Wₖᵀ(y − Xβ), θ_k)``               ``Wₖ (n×d)``, ``θ_k``
-:class:`InContextLISTA`  ``soft(β + γ_k Xᵀ(y − Xβ), θ_k)``          ``γ_k``, ``θ_k``
-=====================  ===========================================  =====================
+=========================  ===================================  =======================================
+module                     layer ``k`` (``β₀ = 0``)             learned, per layer
+=========================  ===================================  =======================================
+:class:`LISTA`             ``soft(W₁ᵏ y + W₂ᵏ β, θ_k)``         ``W₁ᵏ (d×n)``, ``W₂ᵏ (d×d)``, ``θ_k``
+:class:`LISTACP`           ``soft(β + Wₖᵀ(y − Xβ), θ_k)``       ``Wₖ (n×d)``, ``θ_k``
+:class:`InContextLISTA`    ``soft(β + γ_k Xᵀ(y − Xβ), θ_k)``    ``γ_k``, ``θ_k``
+=========================  ===================================  =======================================
 
 * **LISTA** (Gregor & LeCun 2010; untied weights as in Chen et al. 2018) and **LISTA-CP**
   (Chen et al. 2018, "coupled" weights, linear convergence under conditions on ``X``) are
@@ -165,6 +165,12 @@ class UnrolledISTA(nn.Module):
             beta = self.layer(k, X, y, beta, scale)
             out.append(beta)
         return torch.stack(out)
+
+    def iterates(self, X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Every layer's estimate without a gradient, shape (K + 1, B, d): the registry's view
+        of a fitted module (:func:`tfnewton.algorithms.iterates` accepts it as an algorithm)."""
+        with torch.no_grad():
+            return self(X, y)
 
     def estimate(self, X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """The last layer's estimate ``β_K``, shape (B, d)."""
@@ -686,3 +692,22 @@ def choose_lambda(algorithm, X: torch.Tensor, y: torch.Tensor, beta: torch.Tenso
         raise ValueError("grid must hold at least one candidate lam")
     errors = [recovery_error(solver(X, y, lam, steps)[-1], beta).item() for lam in grid]
     return grid[min(range(len(grid)), key=errors.__getitem__)]
+
+
+# --------------------------------------------------------------------------- the registry
+# Learned methods are registered as builders (needs_fit): ALGORITHMS["lista"].build(matrix=A,
+# layers=16) gives an unfitted module; after .fit(...), pass the module itself as the algorithm.
+
+algorithms.register_algorithm(
+    "lista", LISTA, task="sparse_recovery", parameters={"matrix": algorithms.REQUIRED, "layers": algorithms.REQUIRED,
+                                                        "lam": 0.1},
+    needs_fit=True, description="LISTA (Gregor & LeCun 2010), trained for one measurement matrix")
+algorithms.register_algorithm(
+    "lista_cp", LISTACP, task="sparse_recovery", parameters={"matrix": algorithms.REQUIRED,
+                                                             "layers": algorithms.REQUIRED, "lam": 0.1},
+    needs_fit=True, description="LISTA-CP (Chen et al. 2018), trained for one measurement matrix")
+algorithms.register_algorithm(
+    "in_context_lista", InContextLISTA, task="sparse_recovery",
+    parameters={"layers": algorithms.REQUIRED, "step_size": None, "lam": 0.1, "normalize_steps": False,
+                "dtype": torch.float32, "device": None},
+    needs_fit=True, description="the in-context LISTA variant soft(β + γ_k Xᵀ(y − Xβ), θ_k) (our reading of LISTA-VM)")
