@@ -236,3 +236,25 @@ def test_scalar_maps_cover_the_intervals_the_proof_needs():
     w = alg.damped_newton_logistic(t.X, t.y, mu, 15, inner_steps=default_inner_steps(mu))
     assert (t.X @ w.transpose(0, 1).transpose(1, 2)).abs().max() <= R
     assert (alg.newton_decrement_logistic(t.X, t.y, w, mu) ** 2).max() <= ap.decrement_bound(mu)
+
+
+def test_benchmark_tables_small():
+    from tfnewton.constructions import logistic_newton as LN
+
+    rows = LN.logistic_error_table(ds=(2,), mus=(0.1,), widths=(16, 64), inner_offsets=(-2, 0), batch=4, n=16)
+    assert [r["width"] for r in rows] == [16, 64, DEFAULT_WIDTH, None]
+    assert [r["inner_steps"] for r in rows] == [5, 5, 3, 5]
+    assert rows[1]["median"] < rows[0]["median"]
+    assert rows[-1]["worst"] <= 1e-9 + rows[-1]["algorithm_worst"]  # exact scalars: the algorithm's own error
+    assert rows[0]["depth"] == 8 * (6 + 5) + 2 and rows[0]["mlp_units"] == 3 * 16 + 13
+    found = LN.smallest_width_for_median(2, 0.1, 1e-3, batch=4, n=16)
+    assert found["median"] <= 1e-3
+    assert LN.logistic_construction_error(2, 0.1, 8, batch=4, n=16, width=found["width"] - 1,
+                                          product_width=33).median > 1e-3
+    table = LN.error_against_step(2, 0.1, widths=(16,), steps=4, batch=4, n=16)
+    assert table["steps"] == [0, 1, 2, 3, 4] and len(table["rows"]) == 2
+    assert table["rows"][-1]["error"][-1] < table["rows"][0]["error"][-1]
+    assert table["rows"][0]["error"][0] == pytest.approx(1.0)  # w0 = 0
+    failures = LN.undamped_newton_failures(2, 0.01, start_norms=(0.0, 10.0), batch=32)
+    assert [f["damped_failures"] for f in failures] == [0, 0]
+    assert failures[0]["undamped_failures"] == 0 and failures[1]["undamped_failures"] > 0

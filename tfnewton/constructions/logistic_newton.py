@@ -109,6 +109,11 @@ __all__ = [
     "LogisticConstructionError",
     "logistic_construction_error",
     "paper_width_bound",
+    "steps_needed",
+    "logistic_error_table",
+    "smallest_width_for_median",
+    "error_against_step",
+    "undamped_newton_failures",
 ]
 
 #: ReLU units per scalar map by default (per square in a product).
@@ -634,3 +639,136 @@ def logistic_construction_error(d: int, mu: float, steps: int, *, n: int = 64, b
         median=float(final.median()),
         worst=float(final.max()),
     )
+
+
+# --------------------------------------------------------------------------- tables for benchmarks/logistic.py and the chapter
+
+
+def steps_needed(mu: float) -> int:
+    """Damped Newton steps the tables use: 8 at ``μ >= 0.1``, 14 below (enough for exact damped
+    Newton to reach the minimizer to ~1e-12 on 64 prompts, d <= 10, n = 64: it takes about 10 at
+    ``μ = 0.01``)."""
+    return 8 if v.check_positive(mu, "mu") >= 0.1 else 14
+
+
+def logistic_error_table(ds=(2, 5, 10), mus=(0.1, 0.01), widths=(16, 64, 256, 1024), inner_offsets=(-2, 0, 2), *,
+                         n: int = 64, batch: int = 64, product_width: int = 33, k_width: int = DEFAULT_WIDTH,
+                         dtype=torch.float64, seed: int = 0) -> list[dict]:
+    """Distance of ``w_T`` to the exact minimizer over widths and inner steps.
+
+    For each ``d`` and ``μ`` (``T = steps_needed(μ)``): one row per width at the default inner
+    steps, one per ``k = default + offset`` (offset ≠ 0) at ``k_width``, and one with exact scalars.
+
+    Returns
+    -------
+    list of dict
+        Keys ``d, mu, steps, inner_steps, width, product_width, median, worst, algorithm_worst``
+        (``algorithm_worst``: the emulated inexact algorithm's own error), ``depth``
+        (blocks) and ``mlp_units`` (ReLU units of a Newton step's widest MLP); ``width`` is
+        ``None`` for the exact-scalar row.
+    """
+    rows = []
+    for mu in mus:
+        steps = steps_needed(mu)
+        k0 = default_inner_steps(mu)
+        for d in ds:
+            configs = [(w, k0) for w in widths] + [(k_width, k0 + o) for o in inner_offsets if o and k0 + o >= 0]
+            configs.append((None, k0))
+            for width, k in configs:
+                model = logistic_newton_transformer(d, steps, mu, inner_steps=k, width=width or 3,
+                                                    product_width=product_width, exact_scalars=width is None, dtype=dtype)
+                r = logistic_construction_error(d, mu, steps, n=n, batch=batch, seed=seed, dtype=dtype, model=model)
+                rows.append(dict(d=d, mu=mu, steps=steps, inner_steps=k, width=width, product_width=product_width,
+                                 median=r.median, worst=r.worst, algorithm_worst=float(r.algorithm[-1].max()),
+                                 depth=len(model.blocks), mlp_units=max(model.mlp_hidden[1:] or [0])))
+    return rows
+
+
+def smallest_width_for_median(d: int, mu: float, target: float, *, n: int = 64, batch: int = 64,
+                              product_width: int = 33, seed: int = 0, start: int = 8, max_width: int = 8192) -> dict:
+    """The smallest ``width`` (doubling, then bisection) whose median error over the prompts is ``<= target``.
+
+    Returns
+    -------
+    dict
+        ``width``, ``median``, ``worst`` at that width, and ``evaluations``.
+    """
+    steps = steps_needed(mu)
+    cache = {}
+
+    def run(w):
+        if w not in cache:
+            cache[w] = logistic_construction_error(d, mu, steps, n=n, batch=batch, width=w,
+                                                   product_width=product_width, seed=seed)
+        return cache[w]
+
+    start = v.check_int(start, "start", minimum=3)
+    low, high = 2, start  # widths start at 3: low = 2 is a sentinel never run
+    while run(high).median > target:
+        if high >= max_width:
+            raise ValueError(f"no width up to {max_width} reaches a median error of {target:g}")
+        low, high = high, min(2 * high, max_width)
+    while high - low > 1:
+        mid = (low + high) // 2
+        if run(mid).median <= target:
+            high = mid
+        else:
+            low = mid
+    return dict(width=high, median=run(high).median, worst=run(high).worst, evaluations=len(cache))
+
+
+def error_against_step(d: int, mu: float, widths=(16, 64, 256, 1024), *, steps=None, n: int = 64, batch: int = 64,
+                       product_width: int = 33, seed: int = 0) -> dict:
+    """Median ``‖w_t − w*‖/‖w*‖`` and ``M_f λ(w_t)`` at every step, for several widths and exact scalars.
+
+    Returns
+    -------
+    dict
+        ``"steps"``: list of t; ``"rows"``: one dict per width (``None`` = exact scalars) with
+        ``width``, ``sigmoid_sup_error``, ``error`` (median per step), ``scaled_decrement``
+        (median ``M_f λ`` per step).
+    """
+    steps = steps_needed(mu) if steps is None else steps
+    rows = []
+    for width in list(widths) + [None]:
+        r = logistic_construction_error(d, mu, steps, n=n, batch=batch, width=width or 3, product_width=product_width,
+                                        exact_scalars=width is None, seed=seed)
+        rows.append(dict(
+            width=width,
+            sigmoid_sup_error=0.0 if width is None else ap.sigmoid_map(mu, width).sup_error,
+            error=r.relative.median(dim=1).values.tolist(),
+            scaled_decrement=r.scaled_decrement.nanmedian(dim=1).values.tolist(),
+        ))
+    return {"steps": list(range(steps + 1)), "rows": rows}
+
+
+def undamped_newton_failures(d: int, mu: float, start_norms=(0.0, 3.0, 10.0), *, steps: int = 20, n: int = 64,
+                             batch: int = 256, seed: int = 0, tol: float = 1e-6) -> list[dict]:
+    """How often full Newton steps miss the minimizer, from ``w₀ = 0`` and from random starts of given norms.
+
+    A prompt fails when ``‖w_steps − w*‖/‖w*‖ > tol`` (or is not finite) after ``steps`` steps;
+    the same count for damped Newton from the same starts.
+
+    Returns
+    -------
+    list of dict
+        ``d, mu, start_norm, undamped_failures, damped_failures, batch``.
+    """
+    from ..tasks import sample_logistic_regression
+
+    task = sample_logistic_regression(batch, n, d, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    X, y = task.X, task.y
+    w_star = damped_newton_logistic(X, y, mu, 60)[-1]
+    u = torch.randn(batch, d, generator=torch.Generator().manual_seed(seed + 1), dtype=torch.float64)
+    u = u / u.norm(dim=-1, keepdim=True)
+    rows = []
+    for norm in start_norms:
+        w0 = norm * u
+        counts = []
+        for damped in (False, True):
+            w = damped_newton_logistic(X, y, mu, steps, damped=damped, w0=w0)[-1]
+            err = torch.nan_to_num((w - w_star).norm(dim=-1) / w_star.norm(dim=-1), nan=float("inf"))
+            counts.append(int((err > tol).sum()))
+        rows.append(dict(d=d, mu=mu, start_norm=float(norm), undamped_failures=counts[0], damped_failures=counts[1],
+                         batch=batch))
+    return rows
