@@ -258,3 +258,15 @@ def test_benchmark_tables_small():
     failures = LN.undamped_newton_failures(2, 0.01, start_norms=(0.0, 10.0), batch=32)
     assert [f["damped_failures"] for f in failures] == [0, 0]
     assert failures[0]["undamped_failures"] == 0 and failures[1]["undamped_failures"] > 0
+
+
+@pytest.mark.cuda
+def test_cuda_equals_cpu():
+    t = _task(2, 9, 3, seed=5)
+    X, y, x_q, _ = t.context_and_query()
+    for exact in (True, False):
+        cpu = logistic_newton_transformer(3, 2, 0.1, inner_steps=3, width=16, exact_scalars=exact)
+        gpu = logistic_newton_transformer(3, 2, 0.1, inner_steps=3, width=16, exact_scalars=exact, device="cuda")
+        out = gpu(X.cuda(), y.cuda(), x_q.cuda())
+        assert out.device.type == "cuda"
+        assert torch.allclose(out.cpu(), cpu(X, y, x_q), atol=1e-12)

@@ -214,9 +214,11 @@ def check_unit_ball(X: torch.Tensor, name: str = "X", *, mu_name: str | None = "
     norms = torch.linalg.vector_norm(X.detach(), dim=-1)
     largest = float(norms.max()) if norms.numel() else 0.0
     if largest > 1.0 + UNIT_BALL_SLACK:
-        fix = f"divide {name} (and the queries) by r = max‖x_i‖ = {largest:.4g}"
-        if mu_name is not None:
-            fix += (f" and use {mu_name}/r²: the loss is the same function of the logits, so the "
-                    f"predictions are unchanged and the weights become r·w")
+        if mu_name is None:  # a query: it shares the context's scale
+            fix = f"divide {name} and the context X by one r >= {largest:.4g} (and mu by r²)"
+        else:
+            fix = (f"divide {name} (and the queries) by r = max‖x_i‖ = {largest:.4g} and use {mu_name}/r²: the "
+                   f"loss is the same function of the logits, so the predictions are unchanged and the "
+                   f"weights become r·w")
         raise ValueError(f"{name} must have rows of norm at most 1 (‖x_i‖ <= 1 is assumed), got a row of norm "
                          f"{largest:.4g}; {fix}")

@@ -516,8 +516,8 @@ def logistic_newton_transformer(d: int, steps: int, mu: float, *, inner_steps=No
         ReLU units per square in the products ``x_a x_b`` of the first MLP (default ``width``),
         which then has ``d²·product_width + d`` more units. These products only enter
         the Hessian, whose error slows Newton down but does not move its fixed point
-        (``g = 0``), so they can be far coarser than σ (measured: 17 units per square give
-        the same error as 512 at ``width = 512``, d = 5).
+        (``g = 0``), so they can be far coarser than σ (measured, d = 5: 17 units per
+        square give the same errors as 65, and 5 units nearly so, at widths 32 to 512).
     exact_scalars : bool
         Replace every ReLU approximation, products included, by the exact map (same layers
         and wiring): the model then equals
