@@ -7,7 +7,16 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tfnewton.exercises import ExerciseError, check_function, check_newton_schulz_step, diagnose
+from tfnewton.exercises import (
+    ExerciseError,
+    check_damped_newton_step,
+    check_function,
+    check_loss_derivative,
+    check_newton_decrement,
+    check_newton_schulz_step,
+    check_relu_square,
+    diagnose,
+)
 
 
 def _eye_like(A):
@@ -143,3 +152,127 @@ def test_check_function_is_the_pattern(capsys):
                        known_mistakes=mistakes)
     with pytest.raises(ExerciseError, match="not batched"):  # normalises the whole batch at once
         check_function(lambda v: v / v.norm(), cases, name="normalize")
+
+
+# --------------------------------------------------------------------------------------
+# Logistic regression: loss derivative, Newton decrement, damped step, ReLU square
+# --------------------------------------------------------------------------------------
+def _logistic_g_H(X, y, w, mu):
+    """A student's gradient and Hessian, written from the formulas (not the library's)."""
+    n, d = X.shape[-2:]
+    s = torch.sigmoid((X @ w.unsqueeze(-1)).squeeze(-1))
+    g = (X.mT @ (s - (1 + y) / 2).unsqueeze(-1)).squeeze(-1) / n + mu * w
+    H = X.mT @ (X * (s * (1 - s)).unsqueeze(-1)) / n + mu * _eye_like(X.mT @ X)
+    return g, H
+
+
+def _newton_dir(X, y, w, mu):
+    g, H = _logistic_g_H(X, y, w, mu)
+    return g, torch.linalg.solve(H, g.unsqueeze(-1)).squeeze(-1)
+
+
+def _decrement(X, y, w, mu):
+    g, v = _newton_dir(X, y, w, mu)
+    return (g * v).sum(-1).sqrt()
+
+
+def _damped_step(X, y, w, mu, factor=lambda lam, mu: 2 * mu**0.5 / (2 * mu**0.5 + lam)):
+    g, v = _newton_dir(X, y, w, mu)
+    return w - factor((g * v).sum(-1).sqrt(), mu).unsqueeze(-1) * v
+
+
+def _relu_square(u, width, knots=None):
+    t = torch.linspace(-1.0, 1.0, knots or width, dtype=u.dtype, device=u.device)
+    f = t * t
+    slope = (f[1:] - f[:-1]) / (t[1:] - t[:-1])
+    zero = slope.new_zeros(1)
+    c = torch.cat([slope, zero]) - torch.cat([zero, slope])
+    return f[0] + torch.relu(u.unsqueeze(-1) - t) @ c
+
+
+LOGISTIC_CHECKERS = {
+    "loss_derivative": (check_loss_derivative, [
+        lambda z, y: torch.sigmoid(z) - (1 + y) / 2,
+        lambda z, y: -y * torch.sigmoid(-y * z),
+    ], {
+        "labels 0/1": (lambda z, y: torch.sigmoid(z) - y, ["labels as 0/1", "(1 + y)/2"]),
+        "no -y": (lambda z, y: torch.sigmoid(-y * z), ["factor −y is missing"]),
+        "argument sign": (lambda z, y: -y * torch.sigmoid(y * z), ["wrong sign"]),
+        "the loss": (lambda z, y: torch.nn.functional.softplus(-y * z), ["the loss", "not its derivative"]),
+        "second derivative": (lambda z, y: torch.sigmoid(z) * (1 - torch.sigmoid(z)), ["second derivative"]),
+        "sign": (lambda z, y: (1 + y) / 2 - torch.sigmoid(z), ["sign is flipped"]),
+        "float64": (lambda z, y: (torch.sigmoid(z) - (1 + y) / 2).double(), ["dtype is wrong"]),
+    }),
+    "newton_decrement": (check_newton_decrement, [
+        _decrement,
+        lambda X, y, w, mu: torch.sqrt(_newton_dir(X, y, w, mu)[0].unsqueeze(-2)
+                                       @ torch.linalg.inv(_logistic_g_H(X, y, w, mu)[1])
+                                       @ _newton_dir(X, y, w, mu)[0].unsqueeze(-1)).flatten(),
+    ], {
+        "squared": (lambda X, y, w, mu: _decrement(X, y, w, mu) ** 2, ["λ(w)²", "square root"]),
+        "H not inverted": (lambda X, y, w, mu: (lambda g, H: (g.unsqueeze(-2) @ H @ g.unsqueeze(-1)).flatten().sqrt())(
+            *_logistic_g_H(X, y, w, mu)), ["not inverted"]),
+        "step length": (lambda X, y, w, mu: _newton_dir(X, y, w, mu)[1].norm(dim=-1), ["‖H⁻¹g‖"]),
+        "no mu in g": (lambda X, y, w, mu: (lambda g, H: torch.sqrt(
+            ((g - mu * w) * torch.linalg.solve(H, (g - mu * w).unsqueeze(-1)).squeeze(-1)).sum(-1)))(
+            *_logistic_g_H(X, y, w, mu)), ["gradient lacks", "μw"]),
+        "scaled": (lambda X, y, w, mu: _decrement(X, y, w, mu) / 2, ["constant factor", "0.5 times"]),
+        "one problem": (lambda X, y, w, mu: _decrement(X[:1], y[:1], w[:1], mu).expand(X.shape[0]),
+                        ["not batched"]),
+    }),
+    "damped_newton_step": (check_damped_newton_step, [
+        _damped_step,
+        lambda X, y, w, mu: w - _newton_dir(X, y, w, mu)[1] / (1 + _decrement(X, y, w, mu) / (2 * mu**0.5)).unsqueeze(-1),
+    ], {
+        "full step": (lambda X, y, w, mu: w - _newton_dir(X, y, w, mu)[1], ["full Newton step"]),
+        "other convention": (lambda X, y, w, mu: _damped_step(X, y, w, mu, lambda lam, mu: 1 / (1 + lam / mu**0.5)),
+                             ["√μ/(√μ + λ(w))", "M_f = 1/(2√μ)"]),
+        "lambda squared": (lambda X, y, w, mu: _damped_step(X, y, w, mu, lambda lam, mu: 2 * mu**0.5 / (2 * mu**0.5 + lam**2)),
+                           ["uses λ(w)²"]),
+        "uphill": (lambda X, y, w, mu: 2 * w - _damped_step(X, y, w, mu), ["uphill"]),
+        "the step only": (lambda X, y, w, mu: _damped_step(X, y, w, mu) - w, ["values are wrong"]),
+    }),
+    "relu_square": (check_relu_square, [
+        _relu_square,
+        lambda u, width: torch.stack([torch.from_numpy(__import__("numpy").interp(
+            r.double().numpy(), torch.linspace(-1, 1, width, dtype=torch.float64).numpy(),
+            torch.linspace(-1, 1, width, dtype=torch.float64).numpy() ** 2)) for r in u]).to(u.dtype),
+    ], {
+        "exact square": (lambda u, width: u * u, ["exact square u²"]),
+        "one knot too many": (lambda u, width: _relu_square(u, width, knots=width + 1), ["width + 1 knots"]),
+        "one knot too few": (lambda u, width: _relu_square(u, width, knots=width - 1), ["width − 1 knots"]),
+        "no constant": (lambda u, width: _relu_square(u, width) - 1, ["constant term is missing"]),
+        "one problem's shape": (lambda u, width: _relu_square(u, width)[0], ["not batched"]),
+    }),
+}
+
+
+@pytest.mark.parametrize("checker", list(LOGISTIC_CHECKERS))
+def test_logistic_checkers_pass_correct_solutions(checker, capsys):
+    check, solutions, _ = LOGISTIC_CHECKERS[checker]
+    for solution in solutions:
+        assert check(solution) is None
+        out = capsys.readouterr().out
+        assert out.startswith(f"{checker}: correct on ") and "float64 and float32" in out, out
+
+
+@pytest.mark.parametrize("checker, mistake", [(c, m) for c, (_, _, wrong) in LOGISTIC_CHECKERS.items() for m in wrong])
+def test_logistic_checkers_name_wrong_solutions(checker, mistake, capsys):
+    check, _, wrong = LOGISTIC_CHECKERS[checker]
+    fn, words = wrong[mistake]
+    with pytest.raises(ExerciseError) as info:
+        check(fn)
+    message = str(info.value)
+    assert message.startswith(f"{checker} is wrong"), message
+    for word in words:
+        assert word in message, (word, message)
+    assert capsys.readouterr().out == ""
+
+
+@pytest.mark.parametrize("check", [check_loss_derivative, check_newton_decrement, check_damped_newton_step,
+                                   check_relu_square])
+def test_logistic_checkers_validate_fn_and_device(check):
+    with pytest.raises(TypeError, match="fn must be a function"):
+        check(torch.zeros(3))
+    with pytest.raises(ValueError, match="device"):
+        check(lambda *args: None, device="no-such-device")

@@ -57,8 +57,15 @@ from collections.abc import Callable, Mapping, Sequence
 import torch
 
 from ._validate import check_device
-from .algorithms import default_newton_alpha, newton_schulz
-from .tasks import sample_matrices
+from .algorithms import (
+    damped_newton_logistic,
+    default_newton_alpha,
+    logistic_loss,
+    newton_decrement_logistic,
+    newton_schulz,
+)
+from .approx import relu_approximation
+from .tasks import sample_logistic_regression, sample_matrices
 
 __all__ = [
     "ExerciseError",
@@ -67,6 +74,10 @@ __all__ = [
     "describe",
     "tolerance",
     "check_newton_schulz_step",
+    "check_loss_derivative",
+    "check_newton_decrement",
+    "check_damped_newton_step",
+    "check_relu_square",
 ]
 
 
@@ -370,5 +381,301 @@ def check_newton_schulz_step(fn: Callable, *, device=None) -> None:
                 lambda A, X: 2 * X - X * A * X,
             "the first term is X; it should be 2X (the step is 2X − XAX = X(2I − AX))":
                 lambda A, X: X - X @ A @ X,
+        },
+    )
+
+
+# --------------------------------------------------------------------------------------
+# Logistic regression (book/logistic_regression.md)
+# --------------------------------------------------------------------------------------
+def _loss_derivative_reference(z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``∂/∂z_i log(1 + exp(−y_i z_i))`` by autograd through :func:`~tfnewton.algorithms.logistic_loss`.
+
+    With inputs ``x_i = e_i`` (``X = I``) the logits are the weights, ``z_i = x_iᵀw = w_i``,
+    so ``n(∇f(w) − μw)`` holds the derivative of each example's loss.
+    """
+    B, n = z.shape
+    eye = torch.eye(n, dtype=torch.float64).expand(B, n, n)
+    mu = 1e-30
+    w = z.detach().double().clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(logistic_loss(eye, y.double(), w, mu).sum(), w)
+    return n * (grad - mu * w.detach())
+
+
+def check_loss_derivative(fn: Callable, *, device=None) -> None:
+    r"""Check the loss derivative: ``fn(z, y)`` must return ``σ(z) − (1 + y)/2``.
+
+    That is ``∂/∂z log(1 + exp(−yz)) = −y σ(−yz)`` for labels ``y = ±1``, elementwise.
+
+    Parameters
+    ----------
+    fn : callable
+        ``fn(z, y) -> Tensor of shape (B, n)`` for logits ``z`` and labels ``y`` (±1) of shape
+        ``(B, n)``, in the inputs' dtype and on their device.
+    device : str or torch.device, optional
+        Where the cases live (default CPU).
+
+    Raises
+    ------
+    ExerciseError
+        On the first case answered wrongly, saying what is wrong (labels taken as 0/1, a
+        missing factor −y, the sigmoid's argument of the wrong sign, the loss instead of its
+        derivative, the second derivative, ...).
+
+    Notes
+    -----
+    The reference differentiates :func:`tfnewton.algorithms.logistic_loss` by autograd.
+    Logits ``N(0, 3²)`` (one case up to ±30, where σ saturates), batches of 1 to 4, three
+    cases in float64 and one in float32.
+    """
+    device = check_device(device)
+    generator = torch.Generator().manual_seed(16)
+    cases = []
+    for B, n, scale, dtype in ((4, 8, 3.0, torch.float64), (1, 5, 3.0, torch.float64),
+                               (2, 16, 10.0, torch.float64), (3, 6, 3.0, torch.float32)):
+        z = scale * torch.randn(B, n, generator=generator, dtype=torch.float64)
+        y = torch.where(torch.rand(B, n, generator=generator, dtype=torch.float64) < 0.5, -1.0, 1.0)
+        y = y.to(torch.float64)
+        expected = _loss_derivative_reference(z, y)
+        z, y, expected = (t.to(device=device, dtype=dtype) for t in (z, y, expected))
+        cases.append(((z, y), expected))
+    check_function(
+        fn,
+        cases,
+        name="loss_derivative",
+        known_mistakes={
+            "you treat the labels as 0/1 (σ(z) − y); with labels ±1 the target is (1 + y)/2, "
+            "so the derivative is σ(z) − (1 + y)/2":
+                lambda z, y: torch.sigmoid(z) - y,
+            "the factor −y is missing: the derivative of log(1 + e^(−yz)) is −y·σ(−yz), not σ(−yz)":
+                lambda z, y: torch.sigmoid(-y * z),
+            "the sigmoid's argument has the wrong sign: the derivative is −y·σ(−yz), not −y·σ(yz)":
+                lambda z, y: -y * torch.sigmoid(y * z),
+            "you return the loss log(1 + e^(−yz)) itself, not its derivative":
+                lambda z, y: torch.nn.functional.softplus(-y * z),
+            "you return σ(z)(1 − σ(z)), the second derivative (the Hessian's weight), not the first":
+                lambda z, y: torch.sigmoid(z) * (1 - torch.sigmoid(z)),
+        },
+    )
+
+
+def _gradient_and_hessian(X, y, w, mu, *, mean=True, mu_in_g=True, mu_in_H=True):
+    """g and H of the regularized logistic loss, with optional mistakes (for the checkers' messages)."""
+    n, d = X.shape[-2:]
+    scale = 1.0 / n if mean else 1.0
+    z = (X @ w.unsqueeze(-1)).squeeze(-1)
+    s = torch.sigmoid(z)
+    c = s - (1 + y) / 2
+    g = scale * (X.mT @ c.unsqueeze(-1)).squeeze(-1) + (mu * w if mu_in_g else 0.0)
+    eye = torch.eye(d, dtype=X.dtype, device=X.device)
+    H = scale * (X.mT * (s * (1 - s)).unsqueeze(-2)) @ X + (mu * eye if mu_in_H else 0.0)
+    return g, H
+
+
+def _newton_direction_of(X, y, w, mu):
+    g, H = _gradient_and_hessian(X, y, w, mu)
+    return torch.linalg.solve(H, g.unsqueeze(-1)).squeeze(-1)
+
+
+def _quadratic_form(g, H, invert=True):
+    v = torch.linalg.solve(H, g.unsqueeze(-1)).squeeze(-1) if invert else (H @ g.unsqueeze(-1)).squeeze(-1)
+    return (g * v).sum(-1)
+
+
+def _logistic_cases(generator):
+    """Prompts, labels, points w and μ for the logistic checkers: ((X, y, w, mu), dtype) pairs, in float64."""
+    out = []
+    for B, n, d, mu, dtype in ((4, 16, 3, 0.1, torch.float64), (1, 8, 2, 0.01, torch.float64),
+                               (8, 26, 5, 0.01, torch.float64), (3, 12, 4, 1.0, torch.float64),
+                               (2, 10, 3, 0.1, torch.float32)):
+        task = sample_logistic_regression(B, n, d, generator=generator, dtype=torch.float64)
+        # a point that is neither 0 nor the minimizer, so every term of g and H matters
+        w = torch.randn(B, d, generator=generator, dtype=torch.float64) * (0.5 + 2.0 * torch.rand(
+            B, 1, generator=generator, dtype=torch.float64))
+        out.append(((task.X, task.y, w, mu), dtype))
+    return out
+
+
+def _to(args, device, dtype):
+    return tuple(a.to(device=device, dtype=dtype) if isinstance(a, torch.Tensor) else a for a in args)
+
+
+def check_newton_decrement(fn: Callable, *, device=None) -> None:
+    r"""Check the Newton decrement: ``fn(X, y, w, mu)`` must return ``λ(w) = √(gᵀH⁻¹g)``.
+
+    ``g`` and ``H`` are the gradient and Hessian of
+    ``f(w) = (1/n) Σ log(1 + exp(−y_i x_iᵀw)) + (μ/2)‖w‖²``.
+
+    Parameters
+    ----------
+    fn : callable
+        ``fn(X, y, w, mu) -> Tensor of shape (B,)`` for ``X`` of shape ``(B, n, d)``, labels
+        ``y`` (±1) of shape ``(B, n)``, ``w`` of shape ``(B, d)`` and a float ``mu``.
+    device : str or torch.device, optional
+        Where the cases live (default CPU).
+
+    Raises
+    ------
+    ExerciseError
+        On the first case answered wrongly, saying what is wrong (λ² instead of λ, ``H`` not
+        inverted, the length of the Newton step, a missing ``μw``, ``μI`` or ``1/n``, ...).
+
+    Notes
+    -----
+    Prompts of :func:`tfnewton.tasks.sample_logistic_regression` (``‖x_i‖ ≤ 1``) with
+    ``μ ∈ {1, 0.1, 0.01}`` at random points ``w``; the reference is
+    :func:`tfnewton.algorithms.newton_decrement_logistic`. Four cases in float64, one in float32.
+    """
+    device = check_device(device)
+    generator = torch.Generator().manual_seed(17)
+    cases = []
+    for args, dtype in _logistic_cases(generator):
+        expected = newton_decrement_logistic(*args)
+        args, expected = _to(args, device, dtype), expected.to(device=device, dtype=dtype)
+        cases.append((args, expected))
+
+    def mistake(**options):
+        return lambda X, y, w, mu: _quadratic_form(*_gradient_and_hessian(X, y, w, mu, **options)).sqrt()
+
+    check_function(
+        fn,
+        cases,
+        name="newton_decrement",
+        known_mistakes={
+            "you return λ(w)² = gᵀH⁻¹g; the decrement is its square root":
+                lambda X, y, w, mu: _quadratic_form(*_gradient_and_hessian(X, y, w, mu)),
+            "the Hessian is not inverted: you compute √(gᵀHg); the decrement is √(gᵀH⁻¹g)":
+                lambda X, y, w, mu: _quadratic_form(*_gradient_and_hessian(X, y, w, mu), invert=False).sqrt(),
+            "you return ‖H⁻¹g‖, the Euclidean length of the Newton step; the decrement is its length in "
+            "the Hessian's norm, √(gᵀH⁻¹g)":
+                lambda X, y, w, mu: _newton_direction_of(X, y, w, mu).norm(dim=-1),
+            "the gradient lacks the regularization term μw (g = (1/n) Σ c_i x_i + μw)": mistake(mu_in_g=False),
+            "the Hessian lacks the regularization term μI (H = (1/n) Σ σ'(z_i) x_i x_iᵀ + μI)": mistake(mu_in_H=False),
+            "you sum over the examples where the loss averages: g and H need their 1/n": mistake(mean=False),
+        },
+    )
+
+
+def _damped_step_with(X, y, w, mu, factor):
+    g, _ = _gradient_and_hessian(X, y, w, mu)
+    v = _newton_direction_of(X, y, w, mu)
+    lam = (g * v).sum(-1).clamp(min=0).sqrt()
+    return w - factor(lam, mu).unsqueeze(-1) * v
+
+
+def check_damped_newton_step(fn: Callable, *, device=None) -> None:
+    r"""Check one damped Newton step: ``fn(X, y, w, mu)`` must return ``w − (2√μ/(2√μ + λ(w))) H⁻¹g``.
+
+    Parameters
+    ----------
+    fn : callable
+        ``fn(X, y, w, mu) -> Tensor of shape (B, d)`` for ``X`` of shape ``(B, n, d)``, labels
+        ``y`` (±1) of shape ``(B, n)``, ``w`` of shape ``(B, d)`` and a float ``mu``.
+    device : str or torch.device, optional
+        Where the cases live (default CPU).
+
+    Raises
+    ------
+    ExerciseError
+        On the first case answered wrongly, saying what is wrong (a full Newton step, the
+        damping constant of the other convention, λ² in the damping, a step uphill, a gradient
+        step, ...).
+
+    Notes
+    -----
+    The reference is step 1 of :func:`tfnewton.algorithms.damped_newton_logistic` started at
+    ``w`` (``w0=w``), on the cases of :func:`check_newton_decrement`.
+    """
+    device = check_device(device)
+    generator = torch.Generator().manual_seed(18)
+    cases = []
+    for args, dtype in _logistic_cases(generator):
+        X, y, w, mu = args
+        expected = damped_newton_logistic(X, y, mu, 1, w0=w)[1]
+        cases.append((_to(args, device, dtype), expected.to(device=device, dtype=dtype)))
+
+    def gradient_step(X, y, w, mu):
+        g, H = _gradient_and_hessian(X, y, w, mu)
+        lam = _quadratic_form(g, H).clamp(min=0).sqrt()
+        return w - (2 * mu**0.5 / (2 * mu**0.5 + lam)).unsqueeze(-1) * g
+
+    check_function(
+        fn,
+        cases,
+        name="damped_newton_step",
+        known_mistakes={
+            "you take the full Newton step w − H⁻¹g; the damped step multiplies H⁻¹g by 2√μ/(2√μ + λ(w))":
+                lambda X, y, w, mu: w - _newton_direction_of(X, y, w, mu),
+            "the damping factor is √μ/(√μ + λ(w)), that is 1/(1 + M_f λ) with M_f = 1/√μ, the constant of the "
+            "convention without the factor 2 (Giannou et al.'s); with Nesterov's |D³f[u,u,u]| ≤ 2M_f‖u‖³ the "
+            "constant is M_f = 1/(2√μ) and the factor 2√μ/(2√μ + λ(w))":
+                lambda X, y, w, mu: _damped_step_with(X, y, w, mu, lambda lam, mu: mu**0.5 / (mu**0.5 + lam)),
+            "the damping factor uses λ(w)² where it needs λ(w): 2√μ/(2√μ + λ(w))":
+                lambda X, y, w, mu: _damped_step_with(X, y, w, mu, lambda lam, mu: 2 * mu**0.5 / (2 * mu**0.5 + lam**2)),
+            "the damping factor 1/(1 + λ(w)) has lost μ: it is 2√μ/(2√μ + λ(w))":
+                lambda X, y, w, mu: _damped_step_with(X, y, w, mu, lambda lam, mu: 1 / (1 + lam)),
+            "the step goes uphill (w + τH⁻¹g); Newton moves against the gradient, w − τH⁻¹g":
+                lambda X, y, w, mu: 2 * w - _damped_step_with(X, y, w, mu, lambda lam, mu: 2 * mu**0.5 / (2 * mu**0.5 + lam)),
+            "you step along the gradient g; the direction is the Newton direction H⁻¹g": gradient_step,
+        },
+    )
+
+
+def check_relu_square(fn: Callable, *, device=None) -> None:
+    r"""Check a ReLU square: ``fn(u, width)`` must return the ReLU interpolant of ``u²`` on ``[−1, 1]``.
+
+    With ``width`` uniform knots ``t_k = −1 + 2k/(width − 1)`` (``k = 0, …, width − 1``), the
+    interpolant is ``q̂(u) = 1 + Σ_k c_k relu(u − t_k)``, one ReLU unit per knot, with
+    ``c_0 = s_0``, ``c_k = s_k − s_{k−1}``, ``c_{width−1} = −s_{width−2}`` and ``s_k`` the slope
+    of the chord on ``[t_k, t_{k+1}]``. It equals ``u²`` at the knots and lies above it in between.
+
+    Parameters
+    ----------
+    fn : callable
+        ``fn(u, width) -> Tensor`` of ``u``'s shape, for ``u`` of shape ``(B, m)`` with entries in
+        ``[−1, 1]`` and an int ``width >= 3``.
+    device : str or torch.device, optional
+        Where the cases live (default CPU).
+
+    Raises
+    ------
+    ExerciseError
+        On the first case answered wrongly, saying what is wrong (the exact square, one knot
+        too many or too few, the constant term missing, ...).
+
+    Notes
+    -----
+    The reference is :func:`tfnewton.approx.relu_approximation` of ``u ↦ u²`` on ``(−1, 1)``
+    with uniform knots. Widths 3 to 64; points drawn uniformly, and one case with the knots
+    themselves; four cases in float64, one in float32.
+    """
+    device = check_device(device)
+    generator = torch.Generator().manual_seed(19)
+
+    def reference(u, width):
+        approx = relu_approximation(lambda t: t * t, (-1.0, 1.0), width, name="square")
+        return approx(u.double()).to(u.dtype)
+
+    cases = []
+    for B, m, width, dtype in ((4, 9, 5, torch.float64), (1, 7, 3, torch.float64), (3, 40, 17, torch.float64),
+                               (5, 11, 9, torch.float64), (2, 50, 64, torch.float32)):
+        u = 2 * torch.rand(B, m, generator=generator, dtype=torch.float64) - 1
+        if width == 17:  # the knots themselves, where q̂ = u² exactly
+            u[0, :17] = torch.linspace(-1.0, 1.0, 17, dtype=torch.float64)
+        cases.append(((u.to(device=device, dtype=dtype), width), reference(u, width).to(device=device, dtype=dtype)))
+    check_function(
+        fn,
+        cases,
+        name="relu_square",
+        known_mistakes={
+            "you return the exact square u²; the exercise asks for its ReLU interpolant, which lies above u² "
+            "between the knots (by up to h²/4, h = 2/(width − 1))":
+                lambda u, width: u * u,
+            "you use width + 1 knots (width pieces); width ReLU units are width knots and width − 1 pieces":
+                lambda u, width: reference(u, width + 1),
+            "you use width − 1 knots; width ReLU units are width knots, t_k = −1 + 2k/(width − 1)":
+                lambda u, width: reference(u, width - 1),
+            "the constant term is missing: q̂(u) = q(t₀) + Σ c_k relu(u − t_k), with q(t₀) = (−1)² = 1":
+                lambda u, width: reference(u, width) - 1,
         },
     )
