@@ -126,3 +126,58 @@ def test_live_in_a_kernel():
     state = nb.metadata["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]
     models = {m["model_name"] for m in state.values()}
     assert {"FloatSliderModel", "OutputModel", "VBoxModel"} <= models
+
+
+# --------------------------------------------------------------------------------------
+# The logistic chapter's panel: mu and width of Giannou et al.'s construction
+# --------------------------------------------------------------------------------------
+SMALL = dict(d=2, n=8, batch=2)
+
+
+def test_logistic_construction_figure_shows_the_floor_and_the_quarter():
+    from tfnewton.approx import sigmoid_map
+    from tfnewton.widgets import logistic_construction_figure
+
+    fig = logistic_construction_figure(-1.0, 16, **SMALL)
+    left, right = fig.axes
+    exact, relu, floor = left.get_lines()
+    # the dashed line is the σ map's sup error; the ReLU curve stops near it, the exact one goes on
+    assert floor.get_ydata()[0] == pytest.approx(sigmoid_map(0.1, 16).sup_error)
+    assert relu.get_ydata()[-1] > 100 * exact.get_ydata()[-1]
+    assert relu.get_ydata()[-1] > 0.1 * floor.get_ydata()[0]
+    assert right.get_lines()[-1].get_ydata()[0] == 0.25
+    assert "k = 5" in fig._suptitle.get_text()  # μ = 0.1: five inner Newton–Schulz steps
+    plt.close(fig)
+
+
+def test_interact_logistic_construction_is_a_panel_at_its_initial_values():
+    from tfnewton.widgets import interact_logistic_construction
+
+    panel = interact_logistic_construction(log10_mu=-1.0, width=16, **SMALL)
+    assert isinstance(panel, InteractiveFigure)
+    assert panel.kwargs == {"log10_mu": -1.0, "width": 16}
+    assert panel.png.startswith(PNG_MAGIC)
+    assert set(panel._repr_mimebundle_()) == {WIDGET_VIEW_MIME, "image/png", "text/plain"}
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(width=10), "width must be one of"),
+    (dict(log10_mu=1.0), "log10_mu must be a number in"),
+    (dict(log10_mu="-1"), "log10_mu"),
+])
+def test_interact_logistic_construction_validates(kwargs, match):
+    from tfnewton.widgets import interact_logistic_construction
+
+    with pytest.raises(ValueError, match=match):
+        interact_logistic_construction(**kwargs, **SMALL)
+
+
+def test_logistic_construction_figure_validates():
+    from tfnewton.widgets import logistic_construction_figure
+
+    with pytest.raises(ValueError, match="width"):
+        logistic_construction_figure(-1.0, 2, **SMALL)
+    with pytest.raises(TypeError, match="log10_mu"):
+        logistic_construction_figure(float("nan"), 16, **SMALL)
+    with pytest.raises(ValueError, match="batch"):
+        logistic_construction_figure(-1.0, 16, d=2, n=8, batch=0)
