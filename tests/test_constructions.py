@@ -356,3 +356,21 @@ def test_benchmark_counts_flops_and_errors():
     ns = rows[0]
     assert ns["flop_ratio"] == pytest.approx(14.0)  # per step: 56d³ (projections + 2 heads) vs 4d³ (two products)
     assert all(r["err"] < 1e-12 for r in rows)
+
+
+def test_draw_block_weights_draws_relu_blocks_and_refuses_exact_scalar_ones():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from tfnewton.constructions import logistic_newton_transformer
+    from tfnewton.constructions.draw import draw_block_weights
+    from tfnewton.layers import ReluMLP
+
+    model = logistic_newton_transformer(3, 1, 0.1, inner_steps=1, width=16)
+    mlp_block = next(i for i, b in enumerate(model.blocks) if isinstance(b.layer, ReluMLP))
+    fig = draw_block_weights(model, mlp_block)
+    assert len(fig.axes) >= 2 and "ReLU" in fig._suptitle.get_text()
+    assert model.heads_per_block()[mlp_block] == 0
+    exact = logistic_newton_transformer(3, 1, 0.1, inner_steps=1, width=16, exact_scalars=True)
+    with pytest.raises(TypeError, match="exact_scalars=False"):
+        draw_block_weights(exact, mlp_block)

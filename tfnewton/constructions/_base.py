@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 from .. import _validate as v
-from ..layers import LinearAttention, Residual, ResidualStack
+from ..layers import LinearAttention, Residual, ResidualStack, count_heads
 
 
 class TokenLayout:
@@ -125,8 +125,8 @@ class Construction(ResidualStack):
         return torch.stack(out)
 
     def heads_per_block(self) -> list[int]:
-        """Number of attention heads in each block."""
-        return [block.layer.n_heads for block in self.blocks]
+        """Number of attention heads in each block (0 for an MLP block)."""
+        return [count_heads(block) for block in self.blocks]
 
     def block_of_step(self, k: int) -> int:
         """Index into ``blocks`` after which iterate ``k`` can be read (``-1``: the embedding)."""

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from ..plotting import matrix_image, to_numpy
+from ..layers import LinearAttention, ReluMLP
 from ._base import Construction
 
 __all__ = ["draw_layout", "draw_stream", "draw_block_weights", "token_labels"]
@@ -170,7 +171,16 @@ def draw_block_weights(model: Construction, block: int = 0, *, head_names=None, 
     model = _check_model(model)
     if not 0 <= block < len(model.blocks):
         raise ValueError(f"block must lie in 0..{len(model.blocks) - 1}, got {block}")
-    attn = model.blocks[block].layer
+    layer = model.blocks[block].layer
+    if isinstance(layer, ReluMLP):
+        return _draw_mlp_weights(model, block, layer, figsize=figsize)
+    if not isinstance(layer, LinearAttention):
+        raise TypeError(
+            f"block {block} is a {type(layer).__name__}; draw_block_weights draws LinearAttention "
+            "and ReluMLP blocks (an exact-scalar block has no weights to draw: build the model "
+            "with exact_scalars=False)"
+        )
+    attn = layer
     H = attn.n_heads
     mats = {"W_Q": attn.W_Q, "W_K": attn.W_K, "W_V": attn.W_V, "W_Oᵀ": attn.W_O.transpose(-1, -2)}
     size = figsize or (12.0, 1.0 + 1.5 * H)
@@ -186,4 +196,22 @@ def draw_block_weights(model: Construction, block: int = 0, *, head_names=None, 
         if head_names is not None:
             axes[h, 0].set_ylabel(f"{head_names[h]}\nhead coordinate")
     fig.suptitle(f"block {block}: every entry is 0 (white), +1 (red) or −1 (blue)")
+    return fig
+
+
+def _draw_mlp_weights(model: Construction, block: int, mlp: ReluMLP, *, figsize=None):
+    """``W₁`` (with ``b₁`` as a last column) and ``W₂ᵀ`` of a ReLU block, one row per unit."""
+    import matplotlib.pyplot as plt
+
+    W_in = torch.cat([mlp.fc_in.weight, mlp.fc_in.bias[:, None]], dim=1) if mlp.fc_in.bias is not None \
+        else mlp.fc_in.weight
+    W_out = mlp.fc_out.weight.T
+    fig, axes = plt.subplots(1, 2, figsize=figsize or (12.0, 4.0), layout="constrained", squeeze=False)
+    for ax, W, name in [(axes[0, 0], W_in, "W₁ | b₁ (read)"), (axes[0, 1], W_out, "W₂ᵀ (written)")]:
+        matrix_image(to_numpy(W.detach()), ax=ax, colorbar=True, title=name)
+        ax.set_aspect("auto")
+        _label_slots(ax, model, rotate=True)
+        ax.set_xlabel("")
+        ax.set_ylabel("ReLU unit")
+    fig.suptitle(f"block {block}: a ReLU layer of {mlp.hidden} units")
     return fig

@@ -98,7 +98,7 @@ import torch
 from .. import _validate as v
 from .. import approx as ap
 from ..algorithms import damped_newton_logistic, logistic_inner_alpha
-from ..layers import Residual, count_heads
+from ..layers import Residual
 from ._base import RegressionConstruction, TokenLayout, attention_block, check_build, check_regression_query, read_slot, write_slot
 
 __all__ = [
@@ -389,10 +389,6 @@ class LogisticNewtonTransformer(RegressionConstruction):
     def layers_per_step(self) -> int:
         """``6 + inner_steps``."""
         return 6 + self.inner_steps
-
-    def heads_per_block(self) -> list[int]:
-        """Attention heads in each block (0 for an MLP block)."""
-        return [count_heads(block) for block in self.blocks]
 
     @property
     def mlp_hidden(self) -> list[int]:
