@@ -645,7 +645,7 @@ def check_relu_square(fn: Callable, *, device=None) -> None:
 
     Notes
     -----
-    The reference is :func:`tfnewton.approx.relu_approximation` of ``u ↦ u²`` on ``(−1, 1)``
+    The reference is ``tfnewton.approx.relu_approximation`` of ``u ↦ u²`` on ``(−1, 1)``
     with uniform knots. Widths 3 to 64; points drawn uniformly, and one case with the knots
     themselves; four cases in float64, one in float32.
     """

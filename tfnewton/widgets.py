@@ -182,7 +182,7 @@ def logistic_construction_figure(log10_mu: float = -1.0, width: int = 64, *, d: 
     map's sup error (the level at which the ReLU curve stops falling). Right: the median
     scaled decrement ``M_f λ(w_t) = λ(w_t)/(2√μ)`` of both, against the 1/4 that separates
     the damped phase from the quadratic one. From
-    :func:`tfnewton.constructions.logistic_newton.error_against_step`, on ``batch`` prompts of
+    ``tfnewton.constructions.logistic_newton.error_against_step``, on ``batch`` prompts of
     :func:`tfnewton.tasks.sample_logistic_regression` (float64).
 
     Parameters
