@@ -1075,3 +1075,19 @@ register_algorithm("ista", _run_ista, task="sparse_recovery", parameters={"lam":
                    description="ISTA on the LASSO")
 register_algorithm("fista", _run_fista, task="sparse_recovery", parameters={"lam": REQUIRED, "lr": None},
                    description="FISTA on the LASSO")
+
+
+def _run_damped_newton_logistic(X, y, steps, mu, **params):
+    return damped_newton_logistic(X, y, mu, steps, **params)
+
+
+def _run_gradient_descent_logistic(X, y, steps, mu, **params):
+    return gradient_descent_logistic(X, y, mu, steps, **params)
+
+
+register_algorithm("damped_newton_logistic", _run_damped_newton_logistic, task="logistic_regression",
+                   parameters={"mu": REQUIRED, "inner_steps": None},
+                   description="damped Newton on the regularized logistic loss (Giannou et al.)")
+register_algorithm("gradient_descent_logistic", _run_gradient_descent_logistic, task="logistic_regression",
+                   parameters={"mu": REQUIRED, "lr": None},
+                   description="gradient descent on the regularized logistic loss")

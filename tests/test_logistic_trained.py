@@ -1,0 +1,261 @@
+"""The trained in-context classifier and the per-layer comparisons of tfnewton.logistic_probes."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from tfnewton import algorithms
+from tfnewton.algorithms import ALGORITHMS, REQUIRED, iterates
+from tfnewton.logistic_probes import (
+    LogisticReadouts,
+    best_match_between,
+    bayes_logits,
+    classification_curves,
+    condition_step_sizes,
+    logistic_readouts,
+    match_probabilities,
+    prefix_probabilities,
+    tuned_gd_logits,
+)
+from tfnewton.models import build_model
+from tfnewton.ridge import split_indices
+from tfnewton.tasks import sample_logistic_regression
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+F64 = torch.float64
+
+
+def _task(B=60, n=9, d=3, seed=0, kappa=(1, 10, 50), dtype=torch.float32):
+    return sample_logistic_regression(B, n, d, condition_number=kappa, generator=torch.Generator().manual_seed(seed),
+                                      dtype=dtype)
+
+
+def _tiny_model(d=3, n=9, layers=2, seed=0):
+    return build_model("gpt2", d, n_layers=layers, width=8, heads=2, n_points=n, seed=seed)
+
+
+# --------------------------------------------------------------------------- the registry
+
+
+def test_logistic_algorithms_are_registered_and_run_their_functions():
+    task = _task(5, 7, 3, dtype=F64)
+    newton, gd = ALGORITHMS["damped_newton_logistic"], ALGORITHMS["gradient_descent_logistic"]
+    assert newton.task == gd.task == "logistic_regression"
+    assert newton.parameters["mu"] is REQUIRED and gd.parameters["mu"] is REQUIRED
+    torch.testing.assert_close(iterates("damped_newton_logistic", task.X, task.y, 4, mu=0.1),
+                               algorithms.damped_newton_logistic(task.X, task.y, 0.1, 4), rtol=0, atol=0)
+    torch.testing.assert_close(iterates("damped_newton_logistic", task.X, task.y, 3, mu=0.1, inner_steps=2),
+                               algorithms.damped_newton_logistic(task.X, task.y, 0.1, 3, inner_steps=2), rtol=0, atol=0)
+    torch.testing.assert_close(iterates("gradient_descent_logistic", task.X, task.y, 5, mu=0.1, lr=2.0),
+                               algorithms.gradient_descent_logistic(task.X, task.y, 0.1, 5, lr=2.0), rtol=0, atol=0)
+    with pytest.raises(ValueError, match="needs mu"):
+        iterates("damped_newton_logistic", task.X, task.y, 2)
+    with pytest.raises(ValueError, match="takes mu, lr; got ridge"):
+        iterates("gradient_descent_logistic", task.X, task.y, 2, mu=0.1, ridge=1.0)
+
+
+# --------------------------------------------------------------------------- per-layer read-outs
+
+
+def test_logistic_readouts_fit_the_penalized_cross_entropy_like_scikit_learn():
+    """Each layer's read-out is the ℓ2-penalized logistic fit of its standardized state (checked
+    against scikit-learn on two layers), on the split metrics.layer_readouts uses."""
+    from sklearn.linear_model import LogisticRegression
+
+    from tfnewton.capture import run_with_cache
+
+    task = _task(80, 9, 3, seed=1)
+    model = _tiny_model()
+    mu = 1e-2
+    ro = logistic_readouts(model, task, mu=mu, newton_steps=15, seed=3)
+    L1, n = len(model.blocks) + 1, 9
+    assert ro.logits.shape == (L1, 20, n) and ro.X.shape == (20, n, 3) and ro.model_logits.shape == (20, n)
+    test_idx, fit_idx = split_indices(80, 0.25, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(ro.index, test_idx) and torch.equal(ro.y, task.y[test_idx])
+    assert bool((ro.decrement < 1e-8).all())
+    _, cache = run_with_cache(model, task.X, task.y, positions=model.x_token_positions(n))
+    states = cache.stack().double()
+    for layer in (0, L1 - 1):
+        S = states[layer, fit_idx].reshape(-1, states.shape[-1])
+        Z = ((S - S.mean(0)) / S.std(0)).numpy()
+        Z1 = np.concatenate([Z, np.ones((len(Z), 1))], 1)  # the intercept is a (penalized) feature
+        labels = task.y[fit_idx].reshape(-1).numpy()
+        ref = LogisticRegression(C=1 / (len(Z1) * mu), fit_intercept=False, tol=1e-12, max_iter=10_000).fit(Z1, labels)
+        np.testing.assert_allclose(ro.coef[layer].numpy(), ref.coef_[0], rtol=1e-5, atol=1e-7)
+    # The held-out logits are the fitted read-outs applied to the held-out states.
+    test_states = states[:, test_idx].reshape(L1, -1, states.shape[-1])
+    torch.testing.assert_close(ro.apply(test_states).reshape(L1, 20, n), ro.logits)
+    torch.testing.assert_close(ro.model_logits, model(task.X[test_idx], task.y[test_idx]).double())
+    ce = ro.cross_entropy()
+    assert ce.shape == (L1, n) and torch.allclose(ce, F.softplus(-ro.y.double() * ro.logits).mean(1))
+    assert ro.accuracy().shape == (L1, n)
+
+
+def test_readouts_subset_and_bad_input():
+    task = _task(40, 9, 3)
+    model = _tiny_model()
+    ro = logistic_readouts(model, task)
+    kappa = task.condition_number[ro.index]
+    sub = ro.subset(kappa == 10)
+    assert sub.X.shape[0] == int((kappa == 10).sum()) and torch.equal(sub.logits, ro.logits[:, kappa == 10])
+    with pytest.raises(ValueError, match="mask selects no prompt"):
+        ro.subset(kappa == 3)
+    with pytest.raises(ValueError, match=r"mask must have shape \(B_test,\)"):
+        ro.subset(torch.ones(3, dtype=torch.bool))
+    with pytest.raises(ValueError, match="task.y must hold labels -1 or \\+1"):
+        logistic_readouts(model, (task.X, (task.y + 1) / 2))
+    with pytest.raises(ValueError, match="mu must be > 0"):
+        logistic_readouts(model, task, mu=0.0)
+    from tfnewton.constructions import logistic_newton_transformer
+
+    with pytest.raises(TypeError, match="answers one query per prompt"):
+        logistic_readouts(logistic_newton_transformer(3, 1, 0.1, inner_steps=1, exact_scalars=True), task)
+
+
+# --------------------------------------------------------------------------- similarity on probabilities
+
+
+def _readouts_from_logits(logits, task):
+    """LogisticReadouts whose 'layers' are the given logits (L + 1, B, n): a model we know."""
+    L1, B, n = logits.shape
+    return LogisticReadouts(logits=logits, X=task.X.double(), y=task.y.double(), index=torch.arange(B),
+                            layer_names=[f"layer {i}" for i in range(L1)], model_logits=logits[-1],
+                            coef=torch.zeros(L1, 2), mean=torch.zeros(L1, 1), scale=torch.ones(L1, 1), mu=1.0,
+                            decrement=torch.zeros(L1))
+
+
+def test_prefix_probabilities_are_each_prefix_fit():
+    task = _task(6, 8, 3, dtype=F64)
+    P = prefix_probabilities("damped_newton_logistic", task.X, task.y, [0, 2, 5], mu=0.05)
+    assert P.shape == (3, 6, 8) and bool((P[:, :, 0] == 0.5).all()) and bool((P[0] == 0.5).all())
+    for i in (1, 4, 7):
+        w = algorithms.damped_newton_logistic(task.X[:, :i], task.y[:, :i], 0.05, 5)
+        torch.testing.assert_close(P[1:, :, i], torch.sigmoid((w[[2, 5]] * task.X[:, i]).sum(-1)))
+
+
+def test_a_layer_that_is_an_algorithm_step_matches_it_exactly():
+    """Plant Newton's step-2 logits as layer 1 and GD's as layer 2: each layer's best match is
+    the planted one, with similarity 1; the model's own output is layer 2."""
+    task = _task(30, 9, 3, dtype=F64)
+    mu = 0.05
+    newton = torch.logit(prefix_probabilities("damped_newton_logistic", task.X, task.y, 4, mu=mu))  # (5, B, n)
+    gd = torch.logit(prefix_probabilities("gradient_descent_logistic", task.X, task.y, [8], mu=mu, lr=3.0))[0]
+    noise = torch.randn(30, 9, generator=torch.Generator().manual_seed(0), dtype=F64)
+    ro = _readouts_from_logits(torch.stack([noise, newton[2], gd]), task)
+    table = match_probabilities(ro, "damped_newton_logistic", 4, mu=mu)
+    assert table.similarity.shape == (3, 5) and table.best_steps()[1] == 2
+    assert float(table.similarity[1, 2]) == pytest.approx(1.0, abs=1e-12)
+    # Noise matches no step exactly; it still scores high: the residual p − (y + 1)/2 of any
+    # predictor near 1/2 is mostly ±1/2, set by the label (the metric's floor, see the chapter).
+    assert 0.5 < float(table.similarity[0].max()) < 0.98
+    gd_table = match_probabilities(ro, "gradient_descent_logistic", [1, 8, 64], mu=mu, lr=3.0, name="GD")
+    assert gd_table.algorithm == "GD" and gd_table.best_steps()[2] == 8
+    assert float(gd_table.model_similarity[1]) == pytest.approx(1.0, abs=1e-12)
+    # the similarity is the cosine of the probability residuals p − (y + 1)/2, averaged over prompts
+    r_layer = torch.sigmoid(newton[2]) - (task.y + 1) / 2
+    r_algo = table.extra["probabilities"][3] - (task.y + 1) / 2
+    cos = (r_layer * r_algo).sum(-1) / (r_layer.norm(dim=-1) * r_algo.norm(dim=-1))
+    assert float(table.similarity[1, 3]) == pytest.approx(float(cos.mean()), abs=1e-12)
+
+
+def test_best_match_between_is_one_for_a_shared_predictor_and_below_otherwise():
+    task = _task(40, 9, 3, dtype=F64)
+    newton = prefix_probabilities("damped_newton_logistic", task.X, task.y, [1, 10], mu=0.01)
+    gd = prefix_probabilities("gradient_descent_logistic", task.X, task.y, [1, 4, 16], mu=0.01, lr=4.0)
+    best = best_match_between(newton, gd, task.y)
+    assert best.shape == (2,) and bool((best < 1).all()) and bool((best > 0).all())
+    assert float(best_match_between(newton, torch.cat([gd, newton[1:]]), task.y)[1]) == pytest.approx(1.0)
+
+
+def test_condition_step_sizes_one_per_condition_number():
+    task = _task(30, 7, 3, dtype=F64)
+    mu = 0.01
+    eta = condition_step_sizes(task.X, task.condition_number, mu)
+    for kappa in (1.0, 10.0, 50.0):
+        mask = task.condition_number == kappa
+        values = []
+        for b in mask.nonzero().flatten().tolist():
+            for i in range(1, 7):
+                Xi = task.X[b, :i].numpy()
+                values.append(np.linalg.eigvalsh(Xi.T @ Xi)[-1] / (4 * i))
+        assert torch.allclose(eta[mask], torch.tensor(1 / (np.median(values) + mu), dtype=F64), rtol=1e-6)
+    high = condition_step_sizes(task.X, task.condition_number, mu, quantile=1.0)
+    assert bool((high >= 1 / (0.25 + mu) - 1e-9).all()) and bool((high <= eta).all())
+    assert torch.equal(condition_step_sizes(task.X, 1.0, mu), condition_step_sizes(task.X, torch.ones(30), mu))
+    with pytest.raises(ValueError, match="quantile must be in"):
+        condition_step_sizes(task.X, 1.0, mu, quantile=2.0)
+    with pytest.raises(ValueError, match=r"condition_number must be a number or have shape \(B,\)"):
+        condition_step_sizes(task.X, torch.ones(4), mu)
+
+
+# --------------------------------------------------------------------------- against k
+
+
+def test_tuned_gd_picks_the_best_step_of_its_grid_per_k_and_group():
+    task = _task(40, 6, 3, dtype=F64)
+    lrs = [0.5, 2.0, 8.0, 32.0]
+    logits, best = tuned_gd_logits(task.X, task.y, 0.01, steps=3, lrs=lrs, groups=task.condition_number)
+    assert logits.shape == (40, 6) and best.shape == (3, 6) and bool(best[:, 0].isnan().all())
+    assert bool((logits[:, 0] == 0).all())
+    for j, kappa in enumerate((1.0, 10.0, 50.0)):
+        mask = task.condition_number == kappa
+        for k in (1, 5):
+            losses = []
+            for lr in lrs:
+                w = algorithms.gradient_descent_logistic(task.X[mask, :k], task.y[mask, :k], 0.01, 3, lr=lr)[-1]
+                losses.append(float(F.softplus(-task.y[mask, k] * (w * task.X[mask, k]).sum(-1)).mean()))
+            assert best[j, k] == lrs[int(np.argmin(losses))]
+            w = algorithms.gradient_descent_logistic(task.X[mask, :k], task.y[mask, :k], 0.01, 3, lr=float(best[j, k]))[-1]
+            torch.testing.assert_close(logits[mask, k], (w * task.X[mask, k]).sum(-1))
+
+
+def test_bayes_logits_match_quadrature_in_one_dimension():
+    """d = 1: the posterior predictive ∫σ(x w) Π σ(y_i x_i w) N(w; 0, s²) dw / ∫Π σ(y_i x_i w) N(w; 0, s²) dw
+    on a fine grid, against the importance-sampling estimate."""
+    task = _task(5, 6, 1, dtype=F64, kappa=1)
+    s = 2.0
+    est = bayes_logits(task.X, task.y, prior_std=s, num_samples=400_000, generator=torch.Generator().manual_seed(0))
+    w = torch.linspace(-12, 12, 24_001, dtype=F64)
+    prior = torch.exp(-0.5 * (w / s) ** 2)
+    for b in range(5):
+        loglik = torch.zeros_like(w)
+        for i in range(6):
+            p = (prior * torch.exp(loglik) * torch.sigmoid(task.X[b, i, 0] * w)).sum() / (prior * torch.exp(loglik)).sum()
+            assert float(est[b, i]) == pytest.approx(float(torch.logit(p)), abs=0.02)
+            loglik = loglik + F.logsigmoid(task.y[b, i] * task.X[b, i, 0] * w)
+
+
+def test_classification_curves_newton_is_scikit_learns_fit_and_gaps_are_paired():
+    from sklearn.linear_model import LogisticRegression
+
+    task = _task(30, 9, 3, seed=2)
+    model = _tiny_model()
+    mu = 0.01
+    curves = classification_curves(model, task, mu=mu, num_samples=512)
+    assert set(curves.logits) == {"model", "newton", "gd_tuned", "bayes"}
+    ce, acc = curves.cross_entropy(), curves.accuracy()
+    assert all(v.shape == (9,) for v in ce.values()) and all(v.shape == (9,) for v in acc.values())
+    assert ce["newton"][0] == pytest.approx(math.log(2)) and acc["newton"][0] == 0.5  # no context: logit 0
+    for b in (0, 7):
+        for k in (3, 8):
+            X = task.X[b, :k].double().numpy()
+            labels = task.y[b, :k].numpy()
+            if len(set(labels)) < 2:
+                continue
+            ref = LogisticRegression(C=1 / (k * mu), fit_intercept=False, tol=1e-10, max_iter=10_000).fit(X, labels)
+            expected = float(task.X[b, k].double().numpy() @ ref.coef_[0])
+            assert float(curves.logits["newton"][b, k]) == pytest.approx(expected, rel=1e-6, abs=1e-8)
+    mean, se = curves.gap("model", "gd_tuned")
+    diff = curves.losses("model") - curves.losses("gd_tuned")
+    torch.testing.assert_close(mean, diff.mean(0))
+    torch.testing.assert_close(se, diff.std(0) / math.sqrt(30))
+    by_kappa = curves.cross_entropy(group=10.0)
+    mask = task.condition_number == 10.0
+    torch.testing.assert_close(by_kappa["model"], curves.losses("model")[mask].mean(0))
+    assert curves.extra["gd_lr"].shape == (3, 9)
