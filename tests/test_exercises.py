@@ -276,3 +276,108 @@ def test_logistic_checkers_validate_fn_and_device(check):
         check(torch.zeros(3))
     with pytest.raises(ValueError, match="device"):
         check(lambda *args: None, device="no-such-device")
+
+
+# --------------------------------------------------------------------------------------
+# The trained classifier's chapter: GD's logit, similarity on probabilities, Bayes
+# --------------------------------------------------------------------------------------
+from tfnewton.exercises import (  # noqa: E402
+    check_gd_logistic_logit,
+    check_posterior_predictive,
+    check_probability_residual_similarity,
+)
+
+
+def _gd_logit(X, y, xq, mu, lr, steps, *, mu_term=True):
+    w = torch.zeros_like(xq)
+    for _ in range(steps):
+        p = torch.sigmoid((X @ w.unsqueeze(-1)).squeeze(-1))
+        g = (X.mT @ (p - (y + 1) / 2).unsqueeze(-1)).squeeze(-1) / X.shape[1] + (mu * w if mu_term else 0)
+        w = w - lr * g
+    return (w * xq).sum(-1)
+
+
+def _gd_logit_softplus(X, y, xq, mu, lr, steps):
+    """The gradient written with the margins: −(1/n) Σ y_i σ(−y_i x_iᵀw) x_i + μw."""
+    w = torch.zeros_like(xq)
+    for _ in range(steps):
+        m = y * (X @ w.unsqueeze(-1)).squeeze(-1)
+        w = w - lr * (-(X * (y * torch.sigmoid(-m)).unsqueeze(-1)).mean(1) + mu * w)
+    return (w * xq).sum(-1)
+
+
+def _residual_cosine(a, b, y):
+    ra, rb = torch.sigmoid(a) - (y + 1) / 2, torch.sigmoid(b) - (y + 1) / 2
+    return (ra * rb).sum(-1) / (ra.norm(dim=-1) * rb.norm(dim=-1))
+
+
+def _posterior(X, y, xq, W):
+    loglik = torch.nn.functional.logsigmoid(y.unsqueeze(-1) * (X @ W.mT)).sum(1)  # (B, M)
+    return (torch.softmax(loglik, -1) * torch.sigmoid(xq @ W.mT)).sum(-1)
+
+
+def _posterior_by_products(X, y, xq, W):
+    like = torch.sigmoid(y.unsqueeze(-1) * (X @ W.mT)).prod(1)  # fine for n <= 26
+    return (like * torch.sigmoid(xq @ W.mT)).sum(-1) / like.sum(-1)
+
+
+CLASSIFIER_CHECKERS = {
+    "gd_logistic_logit": (check_gd_logistic_logit, [_gd_logit, _gd_logit_softplus], {
+        "summed": (lambda X, y, xq, mu, lr, steps: _gd_logit(X, y, xq, mu / X.shape[1], lr * X.shape[1], steps),
+                   ["sums over the n points"]),
+        "no mu": (lambda X, y, xq, mu, lr, steps: _gd_logit(X, y, xq, mu, lr, steps, mu_term=False), ["μw"]),
+        "one step short": (lambda X, y, xq, mu, lr, steps: _gd_logit(X, y, xq, mu, lr, steps - 1), ["one step too few"]),
+        "uphill": (lambda X, y, xq, mu, lr, steps: _gd_logit(X, y, xq, mu, -lr, steps), ["uphill"]),
+    }),
+    "probability_residual_similarity": (check_probability_residual_similarity, [
+        _residual_cosine,
+        lambda a, b, y: torch.nn.functional.cosine_similarity(torch.sigmoid(a) - (y > 0).to(a.dtype),
+                                                              torch.sigmoid(b) - (y > 0).to(a.dtype), dim=-1),
+    ], {
+        "pm1 labels": (lambda a, b, y: torch.nn.functional.cosine_similarity(torch.sigmoid(a) - y,
+                                                                            torch.sigmoid(b) - y, dim=-1),
+                       ["±1 labels as probabilities", "(y_i + 1)/2"]),
+        "logits": (lambda a, b, y: torch.nn.functional.cosine_similarity(a - y, b - y, dim=-1),
+                   ["residuals of the logits"]),
+        "mean over prompts": (lambda a, b, y: _residual_cosine(a, b, y).mean(), ["shape is wrong"]),
+    }),
+    "posterior_predictive": (check_posterior_predictive, [_posterior, _posterior_by_products], {
+        "prior predictive": (lambda X, y, xq, W: torch.sigmoid(xq @ W.mT).mean(-1), ["prior predictive"]),
+        "labels ignored": (lambda X, y, xq, W: _posterior(X, torch.ones_like(y), xq, W), ["ignores the labels"]),
+        "log-odds": (lambda X, y, xq, W: torch.logit(_posterior(X, y, xq, W)), ["log-odds"]),
+        "unnormalized": (lambda X, y, xq, W: _posterior_by_products(X, y, xq, W)
+                         * torch.sigmoid(y.unsqueeze(-1) * (X @ W.mT)).prod(1).sum(-1), ["not normalized"]),
+    }),
+}
+
+
+@pytest.mark.parametrize("checker", list(CLASSIFIER_CHECKERS))
+def test_classifier_checkers_pass_correct_solutions(checker, capsys):
+    check, solutions, _ = CLASSIFIER_CHECKERS[checker]
+    for solution in solutions:
+        assert check(solution) is None
+        out = capsys.readouterr().out
+        assert out.startswith(f"{checker}: correct on 6 random cases") and "float64 and float32" in out, out
+
+
+@pytest.mark.parametrize("checker, mistake",
+                         [(c, m) for c, (_, _, wrong) in CLASSIFIER_CHECKERS.items() for m in wrong])
+def test_classifier_checkers_name_wrong_solutions(checker, mistake, capsys):
+    check, _, wrong = CLASSIFIER_CHECKERS[checker]
+    fn, words = wrong[mistake]
+    with pytest.raises(ExerciseError) as info:
+        check(fn)
+    message = str(info.value)
+    assert message.startswith(f"{checker} is wrong"), message
+    for word in words:
+        assert word in message, (word, message)
+    assert capsys.readouterr().out == ""
+
+
+@pytest.mark.parametrize("check", [check_gd_logistic_logit, check_probability_residual_similarity,
+                                   check_posterior_predictive])
+def test_classifier_checkers_validate_fn_and_device(check):
+    with pytest.raises(TypeError, match="fn must be a function"):
+        check(torch.zeros(3))
+    with pytest.raises(ValueError, match="device"):
+        check(lambda *args: None, device="no-such-device")

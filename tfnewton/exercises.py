@@ -60,6 +60,7 @@ from ._validate import check_device
 from .algorithms import (
     damped_newton_logistic,
     default_newton_alpha,
+    gradient_descent_logistic,
     logistic_loss,
     newton_decrement_logistic,
     newton_schulz,
@@ -78,6 +79,9 @@ __all__ = [
     "check_newton_decrement",
     "check_damped_newton_step",
     "check_relu_square",
+    "check_gd_logistic_logit",
+    "check_probability_residual_similarity",
+    "check_posterior_predictive",
 ]
 
 
@@ -677,5 +681,224 @@ def check_relu_square(fn: Callable, *, device=None) -> None:
                 lambda u, width: reference(u, width - 1),
             "the constant term is missing: q̂(u) = q(t₀) + Σ c_k relu(u − t_k), with q(t₀) = (−1)² = 1":
                 lambda u, width: reference(u, width) - 1,
+        },
+    )
+
+
+# --------------------------------------------------------------------------------------
+# The trained classifier (chapter "Logistic regression, part 2: a trained classifier")
+# --------------------------------------------------------------------------------------
+def _classifier_prompts(generator, B: int, n: int, d: int, kappa) -> tuple[torch.Tensor, torch.Tensor]:
+    task = sample_logistic_regression(B, n, d, condition_number=kappa, generator=generator, dtype=torch.float64)
+    return task.X, task.y
+
+
+def check_gd_logistic_logit(fn: Callable, *, device=None) -> None:
+    r"""Check gradient descent's logit at a query: ``fn(X, y, x_query, mu, lr, steps)`` must return
+    ``x_qᵀw_steps`` with ``w_{t+1} = w_t − lr·∇f(w_t)`` from ``w_0 = 0``.
+
+    ``f(w) = (1/n) Σ_i log(1 + exp(−y_i x_iᵀw)) + (μ/2)‖w‖²``, whose gradient is
+    ``(1/n) Σ_i (σ(x_iᵀw) − (y_i + 1)/2) x_i + μw``.
+
+    Parameters
+    ----------
+    fn : callable
+        ``fn(X, y, x_query, mu, lr, steps) -> Tensor of shape (B,)`` for ``X (B, n, d)``, labels
+        ``y (B, n)`` (±1), ``x_query (B, d)``, floats ``mu`` and ``lr`` and an int ``steps``.
+    device : str or torch.device, optional
+        Where the cases live (default CPU).
+
+    Raises
+    ------
+    ExerciseError
+        On the first case answered wrongly, saying what is wrong (the gradient summed instead of
+        averaged, μw forgotten, the ±1 labels used as probabilities, a step uphill, one step too
+        few, ...).
+
+    Notes
+    -----
+    The reference is the last iterate of :func:`tfnewton.algorithms.gradient_descent_logistic`
+    with the given ``lr``, times the query. Prompts of
+    :func:`tfnewton.tasks.sample_logistic_regression` (``κ`` from 1 to 50), batches of 1 to 6,
+    ``n`` from 4 to 26; five cases in float64 and one in float32.
+    """
+    device = check_device(device)
+    generator = torch.Generator().manual_seed(31)
+    cases = []
+    for B, n, d, kappa, mu, lr, steps, dtype in ((4, 10, 3, 1.0, 0.01, 4.0, 3, torch.float64),
+                                                  (1, 6, 2, 10.0, 0.1, 2.0, 5, torch.float64),
+                                                  (6, 26, 5, 50.0, 0.01, 6.0, 3, torch.float64),
+                                                  (3, 4, 4, 10.0, 0.05, 1.5, 1, torch.float64),
+                                                  (2, 15, 5, 1.0, 0.01, 3.0, 8, torch.float64),
+                                                  (5, 12, 3, 50.0, 0.02, 4.0, 4, torch.float32)):
+        X, y = _classifier_prompts(generator, B, n + 1, d, kappa)
+        X, y, x_query = X[:, :n], y[:, :n], X[:, n]
+        w = gradient_descent_logistic(X, y, mu, steps, lr=lr)[-1]
+        expected = (w * x_query).sum(-1)
+        args = tuple(t.to(device=device, dtype=dtype) for t in (X, y, x_query)) + (mu, lr, steps)
+        cases.append((args, expected.to(device=device, dtype=dtype)))
+
+    def variant(*, summed=False, no_mu=False, pm1=False, uphill=False, minus_one=False):
+        def run(X, y, x_query, mu, lr, steps):
+            n = X.shape[1]
+            w = torch.zeros_like(x_query)
+            for _ in range(steps - 1 if minus_one else steps):
+                z = (X @ w.unsqueeze(-1)).squeeze(-1)
+                c = torch.sigmoid(z) - (y if pm1 else (y + 1) / 2)
+                g = (X.mT @ c.unsqueeze(-1)).squeeze(-1) / (1 if summed else n) + (0 if no_mu else mu) * w
+                w = w + lr * g if uphill else w - lr * g
+            return (w * x_query).sum(-1)
+        return run
+
+    check_function(
+        fn,
+        cases,
+        name="gd_logistic_logit",
+        known_mistakes={
+            "the gradient sums over the n points; the loss is their mean, so divide by n": variant(summed=True),
+            "the gradient lacks the regularization's μw": variant(no_mu=True),
+            "the residual uses the ±1 label as a probability, σ(x_iᵀw) − y_i; the probability a perfect "
+            "predictor gives is (y_i + 1)/2": variant(pm1=True),
+            "the step goes uphill (w + lr·∇f); gradient descent moves against the gradient": variant(uphill=True),
+            "you take one step too few (the loop runs steps − 1 times)": variant(minus_one=True),
+        },
+    )
+
+
+def check_probability_residual_similarity(fn: Callable, *, device=None) -> None:
+    r"""Check the similarity of errors on probabilities: ``fn(logits_a, logits_b, y)`` must return,
+    per prompt, the cosine between the residuals ``σ(a_i) − (y_i + 1)/2`` and
+    ``σ(b_i) − (y_i + 1)/2`` over the prompt's positions ``i``.
+
+    Parameters
+    ----------
+    fn : callable
+        ``fn(logits_a, logits_b, y) -> Tensor of shape (B,)`` for logits and labels (±1) of shape
+        ``(B, n)``.
+    device : str or torch.device, optional
+        Where the cases live (default CPU).
+
+    Raises
+    ------
+    ExerciseError
+        On the first case answered wrongly, saying what is wrong (the ±1 labels used as
+        probabilities, logits compared instead of probabilities, the probabilities compared
+        instead of their residuals, ...).
+
+    Notes
+    -----
+    The reference is :func:`tfnewton.metrics.similarity_of_errors` with ``reduction="none"`` on
+    ``σ(a)``, ``σ(b)`` and ``(y + 1)/2``. Labels from
+    :func:`tfnewton.tasks.sample_logistic_regression`; ``a`` is a damped-Newton-like logit plus
+    noise and ``b`` another noisy copy, so the cosines are neither 0 nor 1. Batches of 1 to 9 with
+    ``B ≠ n``; five cases in float64 and one in float32.
+    """
+    from .metrics import similarity_of_errors
+
+    device = check_device(device)
+    generator = torch.Generator().manual_seed(47)
+    cases = []
+    for B, n, dtype in ((5, 8, torch.float64), (1, 12, torch.float64), (9, 4, torch.float64),
+                        (3, 26, torch.float64), (7, 10, torch.float64), (4, 6, torch.float32)):
+        X, y = _classifier_prompts(generator, B, n, 3, 10.0)
+        base = 2.0 * (X * X[:, :1]).sum(-1) * y[:, :1]  # some signal, shared by a and b
+        a = base + torch.randn(B, n, generator=generator, dtype=torch.float64)
+        b = base + 0.5 * torch.randn(B, n, generator=generator, dtype=torch.float64)
+        expected = similarity_of_errors(torch.sigmoid(a), torch.sigmoid(b), (y + 1) / 2, reduction="none")
+        args = tuple(t.to(device=device, dtype=dtype) for t in (a, b, y))
+        cases.append((args, expected.to(device=device, dtype=dtype)))
+
+    def cosine(u, v):
+        return (u * v).sum(-1) / (u.norm(dim=-1) * v.norm(dim=-1))
+
+    check_function(
+        fn,
+        cases,
+        name="probability_residual_similarity",
+        known_mistakes={
+            "the residuals use the ±1 labels as probabilities, σ(a_i) − y_i; the probability a perfect predictor "
+            "gives is (y_i + 1)/2":
+                lambda a, b, y: cosine(torch.sigmoid(a) - y, torch.sigmoid(b) - y),
+            "you compare residuals of the logits, a_i − y_i; the exercise compares probabilities, σ(a_i) − (y_i + 1)/2":
+                lambda a, b, y: cosine(a - y, b - y),
+            "you compare the probabilities σ(a_i) and σ(b_i) themselves; the metric compares their residuals "
+            "σ(a_i) − (y_i + 1)/2":
+                lambda a, b, y: cosine(torch.sigmoid(a), torch.sigmoid(b)),
+            "you compare the logits a_i and b_i themselves; the metric compares probability residuals "
+            "σ(a_i) − (y_i + 1)/2":
+                lambda a, b, y: cosine(a, b),
+        },
+    )
+
+
+def check_posterior_predictive(fn: Callable, *, device=None) -> None:
+    r"""Check the Bayes posterior predictive by importance sampling: ``fn(X, y, x_query, W)`` must return
+    ``Σ_m ω_m σ(x_qᵀW_m)`` with ``ω_m ∝ Π_i σ(y_i x_iᵀW_m)`` and ``Σ_m ω_m = 1``.
+
+    ``W`` holds ``M`` draws of ``w`` from its prior; weighting each by its likelihood of the
+    context turns their average into the posterior average, the probability that the query's
+    label is +1 given the context.
+
+    Parameters
+    ----------
+    fn : callable
+        ``fn(X, y, x_query, W) -> Tensor of shape (B,)`` for ``X (B, n, d)``, labels ``y (B, n)``
+        (±1), ``x_query (B, d)`` and prior draws ``W (M, d)`` (the same for every prompt).
+    device : str or torch.device, optional
+        Where the cases live (default CPU).
+
+    Raises
+    ------
+    ExerciseError
+        On the first case answered wrongly, saying what is wrong (weights that ignore the
+        labels, unnormalized weights, the prior predictive, the best sample only, a logit
+        instead of a probability, ...).
+
+    Notes
+    -----
+    The reference is :func:`tfnewton.logistic_probes.bayes_logits` with ``samples=W`` at the
+    query, through ``σ``. Prompts of :func:`tfnewton.tasks.sample_logistic_regression`,
+    ``M`` from 64 to 2048 draws of ``N(0, 4I)``; five cases in float64 and one in float32.
+    """
+    from .logistic_probes import bayes_logits
+
+    device = check_device(device)
+    generator = torch.Generator().manual_seed(53)
+    cases = []
+    for B, n, d, M, dtype in ((4, 10, 3, 256, torch.float64), (1, 5, 2, 64, torch.float64),
+                              (6, 25, 5, 2048, torch.float64), (3, 1, 4, 128, torch.float64),
+                              (5, 15, 5, 512, torch.float64), (2, 8, 3, 256, torch.float32)):
+        X, y = _classifier_prompts(generator, B, n + 1, d, 10.0)
+        W = 2.0 * torch.randn(M, d, generator=generator, dtype=torch.float64)
+        yq = torch.cat([y[:, :n], torch.ones(B, 1, dtype=torch.float64)], 1)  # the query's label is never read
+        expected = torch.sigmoid(bayes_logits(X, yq, samples=W)[:, n])
+        args = tuple(t.to(device=device, dtype=dtype) for t in (X[:, :n], y[:, :n], X[:, n], W))
+        cases.append((args, expected.to(device=device, dtype=dtype)))
+
+    def weighted(loglik, p):
+        return (torch.softmax(loglik, -1) * p).sum(-1)
+
+    def loglik_of(X, y, W, labels=True):
+        z = X @ W.mT  # (B, n, M)
+        return torch.nn.functional.logsigmoid((y.unsqueeze(-1) if labels else 1.0) * z).sum(1)
+
+    check_function(
+        fn,
+        cases,
+        name="posterior_predictive",
+        known_mistakes={
+            "the likelihood ignores the labels, Π σ(x_iᵀW_m); a draw is weighted by the probability of the "
+            "labels it would have produced, Π σ(y_i x_iᵀW_m)":
+                lambda X, y, xq, W: weighted(loglik_of(X, y, W, labels=False), torch.sigmoid(xq @ W.mT)),
+            "the weights are not normalized: divide by Σ_m Π σ(y_i x_iᵀW_m) so that they sum to 1":
+                lambda X, y, xq, W: (loglik_of(X, y, W).exp() * torch.sigmoid(xq @ W.mT)).sum(-1),
+            "you average σ(x_qᵀW_m) over the draws without weighting them: that is the prior predictive, "
+            "which ignores the context":
+                lambda X, y, xq, W: torch.sigmoid(xq @ W.mT).mean(-1),
+            "you use the single most likely draw; the posterior predictive averages over all of them":
+                lambda X, y, xq, W: torch.sigmoid(
+                    (xq * W[loglik_of(X, y, W).argmax(-1)]).sum(-1)),
+            "you return the log-odds; the exercise asks for the probability":
+                lambda X, y, xq, W: torch.logit(weighted(loglik_of(X, y, W), torch.sigmoid(xq @ W.mT))),
         },
     )

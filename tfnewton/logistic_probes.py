@@ -405,7 +405,8 @@ def tuned_gd_logits(X: torch.Tensor, y: torch.Tensor, mu: float, *, steps: int =
 
 @torch.no_grad()
 def bayes_logits(X: torch.Tensor, y: torch.Tensor, *, prior_std: float = 2.0, num_samples: int = 4096,
-                 generator: torch.Generator | None = None, chunk: int = 512) -> torch.Tensor:
+                 generator: torch.Generator | None = None, samples: torch.Tensor | None = None,
+                 chunk: int = 512) -> torch.Tensor:
     """Log-odds of the Bayes posterior predictive at every position, from the pairs before it.
 
     Labels are drawn as ``P(y = +1 | x, w) = σ(xᵀw)`` with ``w ~ N(0, prior_std²·I)`` (the
@@ -425,6 +426,9 @@ def bayes_logits(X: torch.Tensor, y: torch.Tensor, *, prior_std: float = 2.0, nu
     num_samples : int
     generator : torch.Generator, optional
         Seeds the prior draws (CPU).
+    samples : Tensor of shape (M, d), optional
+        Use these draws from the prior instead (``prior_std``, ``num_samples`` and
+        ``generator`` are then ignored).
     chunk : int
         Prompts per pass (memory: ``chunk × num_samples`` float64).
 
@@ -439,7 +443,14 @@ def bayes_logits(X: torch.Tensor, y: torch.Tensor, *, prior_std: float = 2.0, nu
     num_samples = v.check_int(num_samples, "num_samples", minimum=1)
     chunk = v.check_int(chunk, "chunk", minimum=1)
     B, n, d = X.shape
-    W = prior_std * torch.randn(num_samples, d, generator=generator, dtype=torch.float64)
+    if samples is None:
+        W = prior_std * torch.randn(num_samples, d, generator=generator, dtype=torch.float64)
+    else:
+        v.check_tensor(samples, "samples", ndim=2)
+        if samples.shape[1] != d:
+            raise ValueError(f"samples must have shape (M, d) = (M, {d}), got {tuple(samples.shape)}")
+        W = samples.detach().double().cpu()
+        num_samples = W.shape[0]
     Xd, yd = X.detach().double().cpu(), y.detach().double().cpu()
     out = torch.empty(B, n, dtype=torch.float64)
     for start in range(0, B, chunk):
