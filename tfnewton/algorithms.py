@@ -270,7 +270,7 @@ def gradient_descent_least_squares(X: torch.Tensor, y: torch.Tensor, steps: int,
     v.check_regression_inputs(X, y)
     steps = _check_steps(steps)
     B, n, d = X.shape
-    H = _gram(X) / n  # Hessian of L
+    H = _gram(X) / n  # Hessian of the loss
     eta = (1.0 / _largest_eigenvalue(H)).reshape(B, 1) if lr is None else _per_problem(lr, B, X, "lr", 1)
     b = (X.transpose(-1, -2) @ y.unsqueeze(-1)).squeeze(-1) / n
     out = X.new_zeros((steps + 1, B, d))
@@ -652,10 +652,10 @@ def gradient_descent_logistic(X: torch.Tensor, y: torch.Tensor, mu: float, steps
         Regularization ``> 0``.
     steps : int
     lr : float or Tensor of shape (B,), optional
-        ``None`` picks ``1/L`` per problem with the smoothness constant
-        ``L = λ_max(XᵀX)/(4n) + μ`` (the logistic curvature is at most 1/4), for
+        ``None`` picks ``1/β`` per problem with the smoothness constant
+        ``β = λ_max(XᵀX)/(4n) + μ`` (the logistic curvature is at most 1/4), for
         which ``f`` decreases monotonically; GD then needs ``O(κ_f log 1/ε)`` steps
-        with ``κ_f = L/μ``.
+        with ``κ_f = β/μ``.
 
     Returns
     -------

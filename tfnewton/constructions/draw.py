@@ -195,7 +195,11 @@ def draw_block_weights(model: Construction, block: int = 0, *, head_names=None, 
             ax.set_ylabel("head coordinate" if c == 0 else "")
         if head_names is not None:
             axes[h, 0].set_ylabel(f"{head_names[h]}\nhead coordinate")
-    fig.suptitle(f"block {block}: every entry is 0 (white), +1 (red) or −1 (blue)")
+    entries = torch.cat([W.reshape(-1) for W in mats.values()])
+    if bool(((entries == 0) | (entries.abs() == 1)).all()):
+        fig.suptitle(f"block {block}: every entry is 0 (white), +1 (red) or −1 (blue)")
+    else:
+        fig.suptitle(f"block {block}: 0 is white, positive entries red, negative blue")
     return fig
 
 
