@@ -8,15 +8,21 @@ Submodules are imported lazily, so ``import tfnewton`` stays fast and
 
 ``algorithms``     reference optimizers, every iterate returned, and their registry
 ``tasks``          samplers of in-context problems
+``approx``         ReLU approximations of scalar maps (sigmoid, damping, products)
+``sparse``         the LISTA family for sparse recovery (fixed-matrix and in-context)
 ``layers``         linear attention, ReLU MLP and the residual stack
 ``constructions``  Transformers whose weights are written down
 ``models``         trained in-context learners and their checkpoints
 ``train``          the training loop
+``step``           the training step: flat parameter buffer, precision, clipping, AdamW
+``baselines``      OLS, tuned GD and damped Newton scored beside a model, per context length
 ``capture``        the hook protocol; a model's residual stream by layer name
 ``ridge``          the ridge probe (fit / predict / score) and the one train/test split
 ``probes``         linear probes from every layer to every step of an algorithm
 ``metrics``        Fu et al.'s similarity metrics
 ``comparison``     ``compare``: error vs layer/step for any mix of models and algorithms
+``logistic_probes`` per-layer read-outs and similarities of a trained in-context classifier
+``exercises``      checkers for the chapters' exercises
 """
 
 from __future__ import annotations
@@ -28,15 +34,20 @@ __version__ = "0.1.0"
 _SUBMODULES = (
     "algorithms",
     "tasks",
+    "approx",
+    "sparse",
     "layers",
     "constructions",
     "models",
     "train",
+    "step",
+    "baselines",
     "capture",
     "ridge",
     "probes",
     "metrics",
     "comparison",
+    "logistic_probes",
     "plotting",
     "widgets",
     "notebooks",
