@@ -181,3 +181,63 @@ def test_logistic_construction_figure_validates():
         logistic_construction_figure(float("nan"), 16, **SMALL)
     with pytest.raises(ValueError, match="batch"):
         logistic_construction_figure(-1.0, 16, d=2, n=8, batch=0)
+
+
+# --------------------------------------------------------------------------------------
+# The sparse-recovery chapter's panel: sparsity and noise
+# --------------------------------------------------------------------------------------
+SPARSE_SMALL = dict(d=8, n=6, steps=12, batch=16)
+
+
+def test_sparse_recovery_figure_curves_fall_to_the_oracle_floor():
+    import torch
+
+    from tfnewton.sparse import InContextLISTA
+    from tfnewton.widgets import sparse_recovery_figure
+
+    model = InContextLISTA.from_schedule([0.05] * 5, [0.01] * 5, normalize_steps=True, dtype=torch.float64)
+    fig = sparse_recovery_figure(2, 0.1, model=model, **SPARSE_SMALL)
+    left, right = fig.axes
+    ista, fista, learned, floor = left.get_lines()
+    assert len(ista.get_ydata()) == 13 and len(learned.get_ydata()) == 6
+    assert ista.get_ydata()[0] == pytest.approx(1.0) and fista.get_ydata()[-1] < 0.9
+    # the oracle (least squares on the true support) is below what the LASSO iterates reach
+    assert 0 < floor.get_ydata()[0] < fista.get_ydata()[-1]
+    assert "λ = " in ista.get_label()
+    plt.close(fig)
+    noiseless = sparse_recovery_figure(2, 0.0, **SPARSE_SMALL)
+    assert len(noiseless.axes[0].get_lines()) == 2  # no floor line: the oracle is exact without noise
+    plt.close(noiseless)
+
+
+def test_interact_sparse_recovery_is_a_panel_at_its_initial_values():
+    from tfnewton.widgets import interact_sparse_recovery
+
+    panel = interact_sparse_recovery(sparsity=2, noise_std=0.3, **SPARSE_SMALL)
+    assert isinstance(panel, InteractiveFigure)
+    assert panel.kwargs == {"sparsity": 2, "noise_std": 0.3}
+    assert panel.png.startswith(PNG_MAGIC)
+    assert set(panel._repr_mimebundle_()) == {WIDGET_VIEW_MIME, "image/png", "text/plain"}
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    (dict(sparsity=6), ValueError, "sparsity must be in"),
+    (dict(noise_std=1.5), ValueError, "noise_std must be a number in"),
+    (dict(noise_std="0.1"), ValueError, "noise_std"),
+])
+def test_interact_sparse_recovery_validates(kwargs, error, match):
+    from tfnewton.widgets import interact_sparse_recovery
+
+    with pytest.raises(error, match=match):
+        interact_sparse_recovery(**kwargs, **SPARSE_SMALL)
+
+
+def test_sparse_recovery_figure_validates():
+    from tfnewton.widgets import sparse_recovery_figure
+
+    with pytest.raises(ValueError, match="sparsity must be < n"):
+        sparse_recovery_figure(6, 0.1, **SPARSE_SMALL)
+    with pytest.raises(ValueError, match="noise_std"):
+        sparse_recovery_figure(2, -0.1, **SPARSE_SMALL)
+    with pytest.raises(TypeError, match="model must be callable"):
+        sparse_recovery_figure(2, 0.1, model=3, **SPARSE_SMALL)

@@ -42,6 +42,8 @@ __all__ = [
     "WIDGET_VIEW_MIME",
     "logistic_construction_figure",
     "interact_logistic_construction",
+    "sparse_recovery_figure",
+    "interact_sparse_recovery",
 ]
 
 WIDGET_VIEW_MIME = "application/vnd.jupyter.widget-view+json"
@@ -272,4 +274,153 @@ def interact_logistic_construction(*, log10_mu: float = -1.0, width: int = 64, d
         dpi=dpi,
         log10_mu=ipywidgets.FloatSlider(value=float(log10_mu), min=-2.5, max=0.0, step=0.25, description="log10 mu"),
         width=ipywidgets.SelectionSlider(options=list(LOGISTIC_WIDTHS), value=int(width), description="width"),
+    )
+
+
+# --------------------------------------------------------------------------------------
+# The sparse-recovery chapter's panel: sparsity and noise
+# --------------------------------------------------------------------------------------
+#: LASSO weights from which :func:`sparse_recovery_figure` picks ISTA's and FISTA's ``λ``.
+SPARSE_LAMBDA_GRID = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0)
+
+
+def _least_squares_on_support(X, y, support):
+    """The oracle: least squares on the true support, zero elsewhere; shape (B, d)."""
+    import torch
+
+    mask = support.to(X.dtype).unsqueeze(-2)  # (B, 1, d): columns off the support are zeroed
+    XS = X * mask
+    gram = XS.mT @ XS + torch.diag_embed(1.0 - mask.squeeze(-2))  # identity off the support
+    return torch.linalg.solve(gram, (XS.mT @ y.unsqueeze(-1))).squeeze(-1)
+
+
+def sparse_recovery_figure(sparsity: int = 3, noise_std: float = 0.2, *, model=None, d: int = 20, n: int = 16,
+                           steps: int = 16, batch: int = 256, seed: int = 0):
+    r"""ISTA and FISTA (and a fitted in-context model) at one sparsity and one noise level.
+
+    Left: the recovery error ``Σ‖β_t − β‖²/Σ‖β‖²`` after each iteration (or layer) on
+    ``batch`` prompts of :func:`tfnewton.tasks.sample_sparse_recovery` (Garg et al.'s scaling,
+    ``x ~ N(0, I_d)``), with each LASSO method's ``λ`` picked from ``SPARSE_LAMBDA_GRID`` on
+    separate validation prompts (:func:`tfnewton.sparse.choose_lambda`), beside the noise
+    floor: least squares on the true support, which no method that must find the support
+    beats on average. Right: one prompt's ``β`` against the last estimates.
+
+    Parameters
+    ----------
+    sparsity : int
+        ``s``, non-zeros of ``β``, ``1 <= s < n``.
+    noise_std : float
+        ``>= 0``.
+    model : callable, optional
+        ``model(X, y) -> (K + 1, B, d)``, e.g. a fitted :class:`tfnewton.sparse.InContextLISTA`
+        (float64), drawn as a third curve.
+    d, n : int
+        Dimension and measurements per prompt.
+    steps : int
+        Iterations of ISTA and FISTA.
+    batch : int
+        Test prompts (as many validation prompts).
+    seed : int
+
+    Returns
+    -------
+    matplotlib Figure
+    """
+    import matplotlib.pyplot as plt
+    import numpy as np
+    import torch
+
+    from .algorithms import fista, ista
+    from .sparse import choose_lambda, recovery_error
+    from .tasks import sample_sparse_recovery
+
+    d, n, steps, batch, seed = (check_int(value, name, minimum=0 if name == "seed" else 1)
+                                for value, name in ((d, "d"), (n, "n"), (steps, "steps"), (batch, "batch"),
+                                                    (seed, "seed")))
+    sparsity = check_int(sparsity, "sparsity", minimum=1)
+    if sparsity >= n or sparsity > d:
+        raise ValueError(f"sparsity must be < n = {n} and <= d = {d} (the noise floor solves least squares on "
+                         f"the support), got {sparsity}")
+    if isinstance(noise_std, bool) or not isinstance(noise_std, numbers.Real) or not 0 <= noise_std < math.inf:
+        raise ValueError(f"noise_std must be a finite number >= 0, got {noise_std!r}")
+    if model is not None and not callable(model):
+        raise TypeError(f"model must be callable as model(X, y), got {type(model).__name__}")
+    generator = torch.Generator().manual_seed(seed)
+    draw = dict(sparsity=sparsity, noise_std=float(noise_std), scaling="garg", generator=generator,
+                dtype=torch.float64)
+    validation = sample_sparse_recovery(batch, n, d, **draw)
+    test = sample_sparse_recovery(batch, n, d, **draw)
+    curves, last = {}, {}
+    for name, solver in (("ISTA", ista), ("FISTA", fista)):
+        lam = choose_lambda(solver, validation.X, validation.y, validation.w, steps, SPARSE_LAMBDA_GRID)
+        betas = solver(test.X, test.y, lam, steps)
+        curves[f"{name}, λ = {lam:g}"], last[name] = recovery_error(betas, test.w), betas[-1]
+    if model is not None:
+        with torch.no_grad():
+            betas = model(test.X, test.y)
+        curves[f"in-context variant, {betas.shape[0] - 1} layers"] = recovery_error(betas, test.w)
+        last["in-context variant"] = betas[-1]
+    floor = recovery_error(_least_squares_on_support(test.X, test.y, test.support), test.w).item()
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8), layout="constrained")
+    for (label, errors), marker in zip(curves.items(), "os^"):
+        left.semilogy(np.arange(len(errors)), np.maximum(errors.numpy(), 1e-17), marker + "-", ms=3, label=label)
+    if noise_std > 0:  # without noise the oracle is exact (round-off only)
+        left.axhline(floor, color="k", ls="--", lw=1, label="least squares on the true support")
+    left.set_xlabel("iteration $t$ or layer")
+    left.set_ylabel(r"$\sum\|\beta_t - \beta\|^2 / \sum\|\beta\|^2$")
+    left.legend(fontsize=8)
+    left.grid(True, alpha=0.3)
+    coords = np.arange(d)
+    right.stem(coords, test.w[0].numpy(), linefmt="k-", markerfmt="ko", basefmt=" ", label=r"true $\beta$")
+    for i, ((label, beta), marker) in enumerate(zip(last.items(), "xs^")):  # colours as on the left
+        right.plot(coords, beta[0].numpy(), marker, color=f"C{i}", ms=6, mfc="none", label=f"{label}, last iterate")
+    right.axhline(0, color="gray", lw=0.5)
+    right.set_xlabel("coordinate $i$")
+    right.set_ylabel(r"$\beta_i$")
+    right.legend(fontsize=8)
+    fig.suptitle(f"$s = {sparsity}$, noise {float(noise_std):g}, $d = {d}$, $n = {n}$: {batch} test prompts")
+    return fig
+
+
+def interact_sparse_recovery(*, sparsity: int = 3, noise_std: float = 0.2, model=None, d: int = 20, n: int = 16,
+                             steps: int = 16, batch: int = 256, seed: int = 0, dpi: int = 100) -> InteractiveFigure:
+    """Sliders for the sparsity and the noise of :func:`sparse_recovery_figure`.
+
+    ``sparsity`` moves from 1 to ``min(d, n − 1, 10)``; ``noise_std`` from 0 to 1 in steps of
+    0.05. Live in Jupyter, a PNG at the initial values in the book.
+
+    Parameters
+    ----------
+    sparsity : int
+        Initial ``s``.
+    noise_std : float
+        Initial noise, in ``[0, 1]``.
+    model, d, n, steps, batch, seed
+        Fixed for the panel (as in :func:`sparse_recovery_figure`).
+    dpi : int
+        Resolution of the PNG.
+
+    Returns
+    -------
+    InteractiveFigure
+    """
+    d, n = check_int(d, "d", minimum=1), check_int(n, "n", minimum=2)
+    top = min(d, n - 1, 10)
+    sparsity = check_int(sparsity, "sparsity", minimum=1)
+    if sparsity > top:
+        raise ValueError(f"sparsity must be in [1, {top}] (at most min(d, n - 1, 10)), got {sparsity}")
+    if isinstance(noise_std, bool) or not isinstance(noise_std, numbers.Real) or not 0 <= noise_std <= 1:
+        raise ValueError(f"noise_std must be a number in [0, 1], got {noise_std!r}")
+    import ipywidgets
+
+    def panel(sparsity=int(sparsity), noise_std=float(noise_std)):
+        return sparse_recovery_figure(sparsity, noise_std, model=model, d=d, n=n, steps=steps, batch=batch, seed=seed)
+
+    panel.__name__ = "sparse_recovery_figure"
+    return interact_figure(
+        panel,
+        dpi=dpi,
+        sparsity=ipywidgets.IntSlider(value=int(sparsity), min=1, max=top, step=1, description="sparsity s"),
+        noise_std=ipywidgets.FloatSlider(value=float(noise_std), min=0.0, max=1.0, step=0.05, description="noise"),
     )
