@@ -381,3 +381,108 @@ def test_classifier_checkers_validate_fn_and_device(check):
         check(torch.zeros(3))
     with pytest.raises(ValueError, match="device"):
         check(lambda *args: None, device="no-such-device")
+
+
+# --------------------------------------------------------------------------------------
+# The sparse-recovery chapter: soft thresholding, one ISTA step, the two ReLU units
+# --------------------------------------------------------------------------------------
+from tfnewton.exercises import (  # noqa: E402
+    check_ista_step,
+    check_soft_threshold,
+    check_soft_threshold_relu_units,
+)
+
+
+def _ista_step(X, y, beta, lam, lr):
+    z = beta - lr * (X.mT @ (X @ beta.unsqueeze(-1) - y.unsqueeze(-1))).squeeze(-1)
+    return torch.sign(z) * torch.clamp(z.abs() - lr * lam, min=0)
+
+
+def _ista_step_by_where(X, y, beta, lam, lr):
+    z = beta + lr * torch.einsum("bnd,bn->bd", X, y - torch.einsum("bnd,bd->bn", X, beta))
+    t = lr * lam
+    return torch.where(z > t, z - t, torch.where(z < -t, z + t, torch.zeros_like(z)))
+
+
+def _relu_units(z, theta):
+    return torch.stack([torch.relu(z - theta), torch.relu(-z - theta)], dim=-1)
+
+
+SPARSE_CHECKERS = {
+    "soft_threshold": (check_soft_threshold, [
+        lambda z, theta: torch.sign(z) * torch.clamp(z.abs() - theta, min=0),
+        lambda z, theta: torch.relu(z - theta) - torch.relu(-z - theta),
+    ], {
+        "hard": (lambda z, theta: z * (z.abs() > theta), ["hard-threshold"]),
+        "no sign": (lambda z, theta: torch.clamp(z.abs() - theta, min=0), ["sign is lost"]),
+        "no zeroing": (lambda z, theta: z - theta * torch.sign(z), ["without setting", "to zero"]),
+        "clip": (lambda z, theta: torch.clamp(z, -0.7, 0.7) if not isinstance(theta, torch.Tensor)
+                 else torch.maximum(torch.minimum(z, theta), -theta), ["clip z"]),
+        "positive only": (lambda z, theta: torch.relu(z - theta), ["only positive"]),
+        "float64": (lambda z, theta: (torch.relu(z - theta) - torch.relu(-z - theta)).double(), ["dtype is wrong"]),
+    }),
+    "ista_step": (check_ista_step, [_ista_step, _ista_step_by_where], {
+        "threshold lam": (lambda X, y, b, lam, lr: _ista_step(X, y, b, lam / lr, lr), ["threshold is λ", "η·λ"]),
+        "uphill": (lambda X, y, b, lam, lr: (lambda z: torch.sign(z) * torch.clamp(z.abs() - lr * lam, min=0))(
+            b + lr * (X.mT @ (X @ b.unsqueeze(-1) - y.unsqueeze(-1))).squeeze(-1)), ["uphill"]),
+        "threshold first": (lambda X, y, b, lam, lr: (lambda c: c - lr * (X.mT @ (X @ c.unsqueeze(-1)
+                                                                                   - y.unsqueeze(-1))).squeeze(-1))(
+            torch.sign(b) * torch.clamp(b.abs() - lr * lam, min=0)), ["threshold β first"]),
+        "no threshold": (lambda X, y, b, lam, lr: b - lr * (X.mT @ (X @ b.unsqueeze(-1) - y.unsqueeze(-1))).squeeze(-1),
+                         ["gradient step alone"]),
+        "one problem": (lambda X, y, b, lam, lr: _ista_step(X[:1], y[:1], b[:1], lam, lr).expand_as(b),
+                        ["not batched"]),
+    }),
+    "soft_threshold_relu_units": (check_soft_threshold_relu_units, [
+        _relu_units,
+        lambda z, theta: torch.relu(torch.stack([z, -z], -1) - (theta.unsqueeze(-1) if isinstance(theta, torch.Tensor)
+                                                                 else theta)),
+    ], {
+        "swapped": (lambda z, theta: _relu_units(z, theta).flip(-1), ["swapped"]),
+        "bias sign": (lambda z, theta: _relu_units(z, -theta), ["wrong sign"]),
+        "not negated": (lambda z, theta: torch.stack([torch.relu(z - theta), torch.relu(z - theta)], -1),
+                        ["not negated"]),
+        "the difference": (lambda z, theta: torch.relu(z - theta) - torch.relu(-z - theta), ["shape is wrong"]),
+    }),
+}
+
+
+@pytest.mark.parametrize("checker", list(SPARSE_CHECKERS))
+def test_sparse_checkers_pass_correct_solutions(checker, capsys):
+    check, solutions, _ = SPARSE_CHECKERS[checker]
+    for solution in solutions:
+        assert check(solution) is None
+        out = capsys.readouterr().out
+        assert out.startswith(f"{checker}: correct on 4 random cases") and "float64 and float32" in out, out
+
+
+@pytest.mark.parametrize("checker, mistake", [(c, m) for c, (_, _, wrong) in SPARSE_CHECKERS.items() for m in wrong])
+def test_sparse_checkers_name_wrong_solutions(checker, mistake, capsys):
+    check, _, wrong = SPARSE_CHECKERS[checker]
+    fn, words = wrong[mistake]
+    with pytest.raises(ExerciseError) as info:
+        check(fn)
+    message = str(info.value)
+    assert message.startswith(f"{checker} is wrong"), message
+    for word in words:
+        assert word in message, (word, message)
+    assert capsys.readouterr().out == ""
+
+
+def test_ista_step_reference_is_istas_first_iterate():
+    from tfnewton.algorithms import ista
+    from tfnewton.exercises import _ista_step_reference  # noqa: PLC2701 - the checker's own reference
+    from tfnewton.tasks import sample_sparse_recovery
+
+    task = sample_sparse_recovery(3, 6, 8, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    beta0 = torch.full((3, 8), 1e-30, dtype=torch.float64)  # ~0 with no zero entry (sign is defined)
+    expected = ista(task.X, task.y, 0.05, 1, lr=0.4)[1]
+    torch.testing.assert_close(_ista_step_reference(task.X, task.y, beta0, 0.05, 0.4), expected, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("check", [check_soft_threshold, check_ista_step, check_soft_threshold_relu_units])
+def test_sparse_checkers_validate_fn_and_device(check):
+    with pytest.raises(TypeError, match="fn must be a function"):
+        check(torch.zeros(3))
+    with pytest.raises(ValueError, match="device"):
+        check(lambda *args: None, device="no-such-device")

@@ -61,12 +61,14 @@ from .algorithms import (
     damped_newton_logistic,
     default_newton_alpha,
     gradient_descent_logistic,
+    lasso_objective,
     logistic_loss,
     newton_decrement_logistic,
     newton_schulz,
+    soft_threshold,
 )
 from .approx import relu_approximation
-from .tasks import sample_logistic_regression, sample_matrices
+from .tasks import sample_logistic_regression, sample_matrices, sample_sparse_recovery
 
 __all__ = [
     "ExerciseError",
@@ -82,6 +84,9 @@ __all__ = [
     "check_gd_logistic_logit",
     "check_probability_residual_similarity",
     "check_posterior_predictive",
+    "check_soft_threshold",
+    "check_ista_step",
+    "check_soft_threshold_relu_units",
 ]
 
 
@@ -900,5 +905,194 @@ def check_posterior_predictive(fn: Callable, *, device=None) -> None:
                     (xq * W[loglik_of(X, y, W).argmax(-1)]).sum(-1)),
             "you return the log-odds; the exercise asks for the probability":
                 lambda X, y, xq, W: torch.logit(weighted(loglik_of(X, y, W), torch.sigmoid(xq @ W.mT))),
+        },
+    )
+
+
+# --------------------------------------------------------------------------------------
+# Sparse recovery (chapter "Sparse recovery"): soft thresholding, one ISTA step, two ReLUs
+# --------------------------------------------------------------------------------------
+def _threshold_cases(generator, device):
+    """``(z, θ)`` pairs: batches of 1 to 4, thresholds a scalar or one per problem, one float32 case."""
+    cases = []
+    for B, m, per_problem, dtype in ((4, 9, False, torch.float64), (1, 7, False, torch.float64),
+                                     (3, 12, True, torch.float64), (2, 10, False, torch.float32)):
+        z = 2 * torch.randn(B, m, generator=generator, dtype=torch.float64)
+        theta = (0.2 + torch.rand(B, 1, generator=generator, dtype=torch.float64)) if per_problem else 0.7
+        z[0, :3] = torch.tensor([0.0, 0.7, -0.7], dtype=torch.float64)  # zero and ±θ-ish points
+        cases.append((z.to(device=device, dtype=dtype),
+                      theta.to(device=device, dtype=dtype) if isinstance(theta, torch.Tensor) else theta))
+    return cases
+
+
+def check_soft_threshold(fn: Callable, *, device=None) -> None:
+    r"""Check soft thresholding: ``fn(z, theta)`` must return ``sign(z)·max(|z| − θ, 0)`` elementwise.
+
+    Parameters
+    ----------
+    fn : callable
+        ``fn(z, theta) -> Tensor`` of ``z``'s shape ``(B, m)``; ``theta`` is a float or a tensor of
+        shape ``(B, 1)`` (one threshold per problem), ``>= 0``.
+    device : str or torch.device, optional
+        Where the cases live (default CPU).
+
+    Raises
+    ------
+    ExerciseError
+        On the first case answered wrongly, saying what is wrong (hard thresholding, the sign
+        lost, shrinking without setting small entries to zero, clipping instead of shrinking, ...).
+
+    Notes
+    -----
+    The reference is :func:`tfnewton.algorithms.soft_threshold`. Four cases: batches of 1 to 4,
+    one with a threshold per problem, one in float32.
+    """
+    device = check_device(device)
+    generator = torch.Generator().manual_seed(21)
+    cases = [((z, theta), soft_threshold(z, theta)) for z, theta in _threshold_cases(generator, device)]
+    check_function(
+        fn,
+        cases,
+        name="soft_threshold",
+        known_mistakes={
+            "you hard-threshold (keep z where |z| > θ): soft thresholding also shrinks the survivors by θ, "
+            "sign(z)·max(|z| − θ, 0)":
+                lambda z, theta: z * (z.abs() > theta),
+            "the sign is lost: max(|z| − θ, 0) must be multiplied by sign(z)":
+                lambda z, theta: torch.clamp(z.abs() - theta, min=0),
+            "you shrink every entry by θ (z − θ·sign(z)) without setting those with |z| ≤ θ to zero":
+                lambda z, theta: z - theta * torch.sign(z),
+            "you clip z to [−θ, θ]; soft thresholding is z minus that clip, sign(z)·max(|z| − θ, 0)":
+                lambda z, theta: torch.maximum(torch.minimum(z, theta + 0 * z), -theta + 0 * z),
+            "you shrink only positive entries (max(z − θ, 0)); negative ones shrink towards 0 too":
+                lambda z, theta: torch.clamp(z - theta, min=0),
+        },
+    )
+
+
+def check_ista_step(fn: Callable, *, device=None) -> None:
+    r"""Check one ISTA step: ``fn(X, y, beta, lam, lr)`` must return ``soft(β − η Xᵀ(Xβ − y), η·λ)``.
+
+    The proximal-gradient step on the LASSO ``(1/2)‖y − Xβ‖² + λ‖β‖₁`` with step ``η = lr``.
+
+    Parameters
+    ----------
+    fn : callable
+        ``fn(X, y, beta, lam, lr) -> Tensor of shape (B, d)`` for ``X (B, n, d)``, ``y (B, n)``,
+        ``beta (B, d)`` and floats ``lam``, ``lr``, in the inputs' dtype and on their device.
+    device : str or torch.device, optional
+        Where the cases live (default CPU).
+
+    Raises
+    ------
+    ExerciseError
+        On the first case answered wrongly, saying what is wrong (the threshold λ instead of
+        ηλ, a step uphill, the threshold applied before the gradient step, the gradient step
+        alone, ...).
+
+    Notes
+    -----
+    The reference differentiates :func:`tfnewton.algorithms.lasso_objective` by autograd and
+    thresholds with :func:`tfnewton.algorithms.soft_threshold`; from ``beta = 0`` it equals the
+    first iterate of :func:`tfnewton.algorithms.ista` with ``lr=η``. Prompts from :func:`tfnewton.tasks.sample_sparse_recovery`, batches of 1 to 4, one case in
+    float32.
+    """
+    device = check_device(device)
+    generator = torch.Generator().manual_seed(22)
+    cases = []
+    for B, n, d, dtype in ((4, 8, 12, torch.float64), (1, 5, 6, torch.float64), (3, 10, 10, torch.float64),
+                           (2, 6, 9, torch.float32)):
+        task = sample_sparse_recovery(B, n, d, sparsity=2, noise_std=0.1, generator=generator, dtype=torch.float64)
+        beta = 0.5 * torch.randn(B, d, generator=generator, dtype=torch.float64)
+        lam, lr = 0.05, 0.6
+        expected = _ista_step_reference(task.X, task.y, beta, lam, lr)
+        args = tuple(t.to(device=device, dtype=dtype) for t in (task.X, task.y, beta)) + (lam, lr)
+        cases.append((args, expected.to(device=device, dtype=dtype)))
+
+    def step_with(X, y, beta, lam, lr, *, threshold, sign=1.0):
+        grad = (X.mT @ ((X @ beta.unsqueeze(-1)).squeeze(-1) - y).unsqueeze(-1)).squeeze(-1)
+        return soft_threshold(beta - sign * lr * grad, threshold)
+
+    check_function(
+        fn,
+        cases,
+        name="ista_step",
+        known_mistakes={
+            "the threshold is λ; after a step of size η the proximal map of ηλ‖·‖₁ thresholds at η·λ":
+                lambda X, y, beta, lam, lr: step_with(X, y, beta, lam, lr, threshold=lam),
+            "the step goes uphill (β + ηXᵀ(Xβ − y)); the gradient of (1/2)‖y − Xβ‖² is Xᵀ(Xβ − y), "
+            "and the step subtracts it":
+                lambda X, y, beta, lam, lr: step_with(X, y, beta, lam, lr, threshold=lr * lam, sign=-1.0),
+            "you threshold β first and take the gradient step after; ISTA thresholds the gradient step's result":
+                lambda X, y, beta, lam, lr: (lambda b: b - lr * (X.mT @ ((X @ b.unsqueeze(-1)).squeeze(-1) - y)
+                                                                  .unsqueeze(-1)).squeeze(-1))(
+                    soft_threshold(beta, lr * lam)),
+            "you return the gradient step alone; it must then be soft-thresholded at η·λ":
+                lambda X, y, beta, lam, lr: step_with(X, y, beta, lam, lr, threshold=0.0),
+        },
+    )
+
+
+def _ista_step_reference(X, y, beta, lam, lr):
+    """One ISTA step from ``beta``: the gradient of the smooth part by autograd through
+    :func:`~tfnewton.algorithms.lasso_objective` (less ``λ·sign(β)``, the ℓ1 term's slope at an
+    ``beta`` with no zero entry), then :func:`~tfnewton.algorithms.soft_threshold` at ``η·λ``."""
+    b = beta.detach().clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(lasso_objective(X, y, b, lam).sum(), b)
+    smooth = grad - lam * torch.sign(beta)  # Xᵀ(Xβ − y)
+    return soft_threshold(beta - lr * smooth, lr * lam)
+
+
+def check_soft_threshold_relu_units(fn: Callable, *, device=None) -> None:
+    r"""Check the two ReLU units of soft thresholding: ``fn(z, theta)`` must return, stacked on a
+    new last axis, ``ReLU(z − θ)`` and ``ReLU(−z − θ)``, whose difference is ``soft(z, θ)``.
+
+    These are the hidden units of the MLP in
+    :func:`tfnewton.constructions.in_context_ista_transformer`:
+    ``soft(z, θ) = ReLU(z − θ) − ReLU(−z − θ)`` for ``θ ≥ 0``.
+
+    Parameters
+    ----------
+    fn : callable
+        ``fn(z, theta) -> Tensor of shape (B, m, 2)`` for ``z`` of shape ``(B, m)`` and ``theta``
+        a float or a tensor of shape ``(B, 1)``; unit 0 is ``ReLU(z − θ)``, unit 1 ``ReLU(−z − θ)``.
+    device : str or torch.device, optional
+        Where the cases live (default CPU).
+
+    Raises
+    ------
+    ExerciseError
+        On the first case answered wrongly, saying what is wrong (the units swapped, a bias of
+        the wrong sign, the input of the second unit not negated, the difference returned
+        instead of the units, ...).
+
+    Notes
+    -----
+    The reference is built from :func:`torch.relu`; the difference of its units is checked
+    against :func:`tfnewton.algorithms.soft_threshold` when the cases are made.
+    """
+    device = check_device(device)
+    generator = torch.Generator().manual_seed(23)
+
+    def units(z, theta, *, bias=-1.0, negate=True):
+        return torch.stack([torch.relu(z + bias * theta), torch.relu((-z if negate else z) + bias * theta)], -1)
+
+    cases = []
+    for z, theta in _threshold_cases(generator, device):
+        expected = units(z, theta)
+        if not torch.allclose(expected[..., 0] - expected[..., 1], soft_threshold(z, theta)):
+            raise RuntimeError("the two-ReLU identity failed on a case; the checker is broken")
+        cases.append(((z, theta), expected))
+    check_function(
+        fn,
+        cases,
+        name="soft_threshold_relu_units",
+        known_mistakes={
+            "the two units are swapped: unit 0 is ReLU(z − θ), unit 1 is ReLU(−z − θ)":
+                lambda z, theta: units(z, theta).flip(-1),
+            "the biases have the wrong sign: the units are ReLU(z − θ) and ReLU(−z − θ), with −θ in both":
+                lambda z, theta: units(z, theta, bias=1.0),
+            "the second unit's input is not negated: it is ReLU(−z − θ), which is non-zero for z < −θ":
+                lambda z, theta: units(z, theta, negate=False),
         },
     )
