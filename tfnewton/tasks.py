@@ -770,10 +770,13 @@ class TrainingTask:
                             **{name: options[name] for name in self.options if name in options})
 
 
-def _sample_sparse_recovery_capped(batch, n, d, *, sparsity, noise_std, generator=None, device=None):
-    # Under the curriculum d grows from below the sparsity: cap it at d.
-    return sample_sparse_recovery(batch, n, d, sparsity=min(sparsity, d), noise_std=noise_std,
-                                  generator=generator, device=device)
+def _sample_sparse_recovery_capped(batch, n, d, *, sparsity, noise_std, scaling="unit_columns", support_size=0,
+                                   generator=None, device=None):
+    # Under the curriculum d grows from below the sparsity (and the support subset): cap both at d.
+    subset = None if support_size == 0 else tuple(range(min(support_size, d)))
+    cap = d if subset is None else len(subset)
+    return sample_sparse_recovery(batch, n, d, sparsity=min(sparsity, cap), noise_std=noise_std, scaling=scaling,
+                                  support_subset=subset, generator=generator, device=device)
 
 
 def _check_logistic_options(d: int, options: dict) -> None:
@@ -788,6 +791,12 @@ def _check_sparse_recovery_options(d: int, options: dict) -> None:
                          f"i.i.d. Gaussian), got {options['condition_number']}")
     if options.get("sparsity", 1) > d:
         raise ValueError(f"sparsity must be <= d = {d}, got {options['sparsity']}")
+    if options.get("scaling", "unit_columns") not in SPARSE_SCALINGS:
+        raise ValueError(f"scaling must be one of {SPARSE_SCALINGS}, got {options['scaling']!r}")
+    support_size = options.get("support_size", 0)
+    if support_size and not options.get("sparsity", 1) <= support_size <= d:
+        raise ValueError(f"support_size must be 0 (no restriction) or between sparsity = {options.get('sparsity', 1)} "
+                         f"and d = {d}, got {support_size}")
 
 
 #: The tasks a model can be trained on, by name (:func:`training_task` looks one up).
@@ -798,7 +807,7 @@ TRAINING_TASKS: dict[str, TrainingTask] = {
         "linear_regression", sample_linear_regression, ("noise_std", "condition_number"),
         squared_error_loss, normalized_error_by_position, "error", baselines=("ols", "gd_tuned")),
     "sparse_recovery": TrainingTask(
-        "sparse_recovery", _sample_sparse_recovery_capped, ("sparsity", "noise_std"),
+        "sparse_recovery", _sample_sparse_recovery_capped, ("sparsity", "noise_std", "scaling", "support_size"),
         squared_error_loss, normalized_error_by_position, "error", baselines=("ols", "gd_tuned"),
         check_options=_check_sparse_recovery_options),
     # The model outputs a logit per position; Giannou et al.'s setting is d = 5, n = 26,
