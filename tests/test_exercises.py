@@ -486,3 +486,78 @@ def test_sparse_checkers_validate_fn_and_device(check):
         check(torch.zeros(3))
     with pytest.raises(ValueError, match="device"):
         check(lambda *args: None, device="no-such-device")
+
+
+# --------------------------------------------------------------------------------------
+# The trained sparse-recovery chapter: induced weights, per-prompt recovery error, linear rate
+# --------------------------------------------------------------------------------------
+from tfnewton.exercises import check_induced_weights, check_linear_rate, check_recovery_error_per_prompt  # noqa: E402
+
+
+def _rate_by_polyfit(errors):
+    k = torch.arange(errors.shape[-1], dtype=errors.dtype)
+    A = torch.stack([k, torch.ones_like(k)], -1)  # (K+1, 2)
+    coef = torch.linalg.lstsq(A.expand(errors.shape[0], -1, -1), errors.log().unsqueeze(-1)).solution
+    return coef[:, 0, 0].exp()
+
+
+TRAINED_SPARSE_CHECKERS = {
+    "induced_weights": (check_induced_weights, [
+        lambda x, a: torch.linalg.lstsq(x, a.unsqueeze(-1)).solution.squeeze(-1),
+        lambda x, a: torch.linalg.solve(x.mT @ x, x.mT @ a.unsqueeze(-1)).squeeze(-1),
+    ], {
+        "correlation": (lambda x, a: (x.mT @ a.unsqueeze(-1)).squeeze(-1), ["correlation", "(X̃ᵀX̃)⁻¹"]),
+        "over m": (lambda x, a: (x.mT @ a.unsqueeze(-1)).squeeze(-1) / x.shape[1], ["X̃ᵀỹ/m"]),
+        "first problem": (lambda x, a: torch.linalg.lstsq(x[:1], a[:1].unsqueeze(-1)).solution.squeeze(-1).expand(
+            x.shape[0], -1), ["not batched"]),
+    }),
+    "recovery_error_per_prompt": (check_recovery_error_per_prompt, [
+        lambda e, b: (e - b).pow(2).sum(-1) / b.pow(2).sum(-1),
+        lambda e, b: ((e - b).norm(dim=-1) / b.norm(dim=-1)) ** 2,
+    ], {
+        "norms": (lambda e, b: (e - b).norm(dim=-1) / b.norm(dim=-1), ["squared norms"]),
+        "estimate norm": (lambda e, b: (e - b).pow(2).sum(-1) / e.pow(2).sum(-1), ["estimate's"]),
+        "unnormalized": (lambda e, b: (e - b).pow(2).sum(-1), ["not normalized"]),
+        "ratio of sums": (lambda e, b: ((e - b).pow(2).sum() / b.pow(2).sum()).expand(e.shape[0]), []),
+    }),
+    "linear_rate": (check_linear_rate, [
+        _rate_by_polyfit,
+        lambda e: torch.tensor([float(__import__("numpy").exp(__import__("numpy").polyfit(
+            range(r.numel()), r.double().log().numpy(), 1)[0])) for r in e], dtype=e.dtype),
+    ], {
+        "slope": (lambda e: _rate_by_polyfit(e).log(), ["exp(slope)"]),
+        "end points": (lambda e: (e[:, -1] / e[:, 0]) ** (1.0 / (e.shape[-1] - 1)), ["end points"]),
+        "log10": (lambda e: torch.exp(_rate_by_polyfit(e).log() / 2.302585092994046), ["log10"]),
+    }),
+}
+
+
+@pytest.mark.parametrize("checker", list(TRAINED_SPARSE_CHECKERS))
+def test_trained_sparse_checkers_pass_correct_solutions(checker, capsys):
+    check, solutions, _ = TRAINED_SPARSE_CHECKERS[checker]
+    for solution in solutions:
+        assert check(solution) is None
+        out = capsys.readouterr().out
+        assert out.startswith(f"{checker}: correct on 4 random cases") and "float64 and float32" in out, out
+
+
+@pytest.mark.parametrize("checker, mistake",
+                         [(c, m) for c, (_, _, wrong) in TRAINED_SPARSE_CHECKERS.items() for m in wrong])
+def test_trained_sparse_checkers_name_wrong_solutions(checker, mistake, capsys):
+    check, _, wrong = TRAINED_SPARSE_CHECKERS[checker]
+    fn, words = wrong[mistake]
+    with pytest.raises(ExerciseError) as info:
+        check(fn)
+    message = str(info.value)
+    assert message.startswith(f"{checker} is wrong"), message
+    for word in words:
+        assert word in message, (word, message)
+    assert capsys.readouterr().out == ""
+
+
+@pytest.mark.parametrize("check", [check_induced_weights, check_recovery_error_per_prompt, check_linear_rate])
+def test_trained_sparse_checkers_validate_fn_and_device(check):
+    with pytest.raises(TypeError, match="fn must be a function"):
+        check(torch.zeros(3))
+    with pytest.raises(ValueError, match="device"):
+        check(lambda *args: None, device="no-such-device")

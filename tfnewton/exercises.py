@@ -87,6 +87,9 @@ __all__ = [
     "check_soft_threshold",
     "check_ista_step",
     "check_soft_threshold_relu_units",
+    "check_induced_weights",
+    "check_recovery_error_per_prompt",
+    "check_linear_rate",
 ]
 
 
@@ -1094,5 +1097,169 @@ def check_soft_threshold_relu_units(fn: Callable, *, device=None) -> None:
                 lambda z, theta: units(z, theta, bias=1.0),
             "the second unit's input is not negated: it is ReLU(−z − θ), which is non-zero for z < −θ":
                 lambda z, theta: units(z, theta, negate=False),
+        },
+    )
+
+
+# --------------------------------------------------------------------------------------
+# The trained sparse-recovery model: reading β̂ through probe queries, scoring it
+# --------------------------------------------------------------------------------------
+
+
+def check_induced_weights(fn: Callable, *, device=None) -> None:
+    r"""Check the induced weights: ``fn(x_probe, answers)`` must return the ``β̂`` with ``x_probe β̂ ≈ answers``
+    in the least-squares sense, ``β̂ = (X̃ᵀX̃)⁻¹X̃ᵀỹ`` per problem.
+
+    Parameters
+    ----------
+    fn : callable
+        ``fn(x_probe, answers) -> Tensor of shape (B, d)`` for probe queries ``x_probe (B, m, d)``
+        (``m >= d``) and a predictor's answers at them, ``answers (B, m)``.
+    device : str or torch.device, optional
+        Where the cases live (default CPU).
+
+    Raises
+    ------
+    ExerciseError
+        On the first case answered wrongly, saying what is wrong (``X̃ᵀỹ`` without the inverse,
+        ``X̃ᵀỹ/m``, the answers averaged, ...).
+
+    Notes
+    -----
+    The reference is :func:`tfnewton.metrics.induced_weights`. Answers are a linear predictor's
+    plus a small non-linear part, so only a least-squares fit is right. Four cases, batches of 1
+    to 5, ``m`` from ``d`` to ``4d``, one in float32.
+    """
+    from .metrics import induced_weights
+
+    device = check_device(device)
+    generator = torch.Generator().manual_seed(61)
+    cases = []
+    for B, m, d, dtype in ((4, 20, 10, torch.float64), (1, 5, 5, torch.float64), (5, 24, 6, torch.float64),
+                           (3, 12, 4, torch.float32)):
+        x = 1.5 * torch.randn(B, m, d, generator=generator, dtype=torch.float64)
+        beta = torch.randn(B, d, generator=generator, dtype=torch.float64)
+        answers = (x @ beta.unsqueeze(-1)).squeeze(-1) + 0.3 * torch.tanh(x[..., 0] * x[..., -1])
+        expected = induced_weights(x, answers)
+        cases.append(((x.to(device=device, dtype=dtype), answers.to(device=device, dtype=dtype)),
+                      expected.to(device=device, dtype=dtype)))
+    check_function(
+        fn,
+        cases,
+        name="induced_weights",
+        known_mistakes={
+            "you return X̃ᵀỹ, a correlation: the least-squares solution also multiplies by (X̃ᵀX̃)⁻¹":
+                lambda x, a: (x.mT @ a.unsqueeze(-1)).squeeze(-1),
+            "you return X̃ᵀỹ/m, which equals β̂ only when X̃ᵀX̃/m = I; solve the normal equations (X̃ᵀX̃)β̂ = X̃ᵀỹ":
+                lambda x, a: (x.mT @ a.unsqueeze(-1)).squeeze(-1) / x.shape[1],
+            "you average the answers over the probes and divide by the probes' mean: solve for β̂ by least squares":
+                lambda x, a: a.mean(-1, keepdim=True) * x.mean(1) / x.mean(1).pow(2).sum(-1, keepdim=True),
+        },
+    )
+
+
+def check_recovery_error_per_prompt(fn: Callable, *, device=None) -> None:
+    r"""Check the normalized recovery error of each prompt: ``fn(estimate, beta)`` must return
+    ``‖β̂_b − β_b‖² / ‖β_b‖²`` for every prompt ``b``.
+
+    Parameters
+    ----------
+    fn : callable
+        ``fn(estimate, beta) -> Tensor of shape (B,)`` for ``estimate (B, d)`` and the true
+        ``beta (B, d)``.
+    device : str or torch.device, optional
+        Where the cases live (default CPU).
+
+    Raises
+    ------
+    ExerciseError
+        On the first case answered wrongly, saying what is wrong (norms instead of squared
+        norms, the estimate's norm in the denominator, no normalization, ...).
+
+    Notes
+    -----
+    The reference is :func:`tfnewton.sparse.recovery_error` applied to each prompt alone. Four
+    cases of sparse ``β`` (:func:`tfnewton.tasks.sample_sparse_recovery`), one in float32.
+    """
+    from .sparse import recovery_error
+
+    device = check_device(device)
+    generator = torch.Generator().manual_seed(67)
+    cases = []
+    for B, d, s, dtype in ((4, 10, 2, torch.float64), (1, 5, 1, torch.float64), (6, 20, 3, torch.float64),
+                           (3, 8, 2, torch.float32)):
+        beta = sample_sparse_recovery(B, 2, d, sparsity=s, generator=generator, dtype=torch.float64).w
+        estimate = beta + 0.3 * torch.randn(B, d, generator=generator, dtype=torch.float64)
+        expected = torch.stack([recovery_error(estimate[b:b + 1], beta[b:b + 1]) for b in range(B)])
+        cases.append(((estimate.to(device=device, dtype=dtype), beta.to(device=device, dtype=dtype)),
+                      expected.to(device=device, dtype=dtype)))
+    check_function(
+        fn,
+        cases,
+        name="recovery_error_per_prompt",
+        known_mistakes={
+            "you divide norms, ‖β̂ − β‖/‖β‖: the error is a ratio of squared norms":
+                lambda e, b: (e - b).norm(dim=-1) / b.norm(dim=-1),
+            "the denominator is the estimate's ‖β̂‖²; normalize by the true signal's ‖β‖²":
+                lambda e, b: (e - b).pow(2).sum(-1) / e.pow(2).sum(-1),
+            "the error is not normalized: divide ‖β̂ − β‖² by ‖β‖²":
+                lambda e, b: (e - b).pow(2).sum(-1),
+            "you average over coordinates (a mean squared error) before normalizing; sum them":
+                lambda e, b: (e - b).pow(2).mean(-1) / b.pow(2).sum(-1),
+        },
+    )
+
+
+def check_linear_rate(fn: Callable, *, device=None) -> None:
+    r"""Check the fitted linear rate: ``fn(errors)`` must return, per row, ``exp`` of the least-squares
+    slope of ``log errors[k]`` against ``k = 0…K`` (error ≈ ``C·rᵏ``).
+
+    Parameters
+    ----------
+    fn : callable
+        ``fn(errors) -> Tensor of shape (B,)`` for ``errors (B, K + 1)``, all ``> 0``.
+    device : str or torch.device, optional
+        Where the cases live (default CPU).
+
+    Raises
+    ------
+    ExerciseError
+        On the first case answered wrongly, saying what is wrong (the slope without ``exp``, the
+        end points only, base 10, ...).
+
+    Notes
+    -----
+    The reference is :func:`tfnewton.sparse.fitted_rate` applied to each row. Curves are
+    geometric with noise (so the end points alone do not give the fit); four cases, one in float32.
+    """
+    from .sparse import fitted_rate
+
+    device = check_device(device)
+    generator = torch.Generator().manual_seed(71)
+    cases = []
+    for B, K, dtype in ((4, 6, torch.float64), (1, 3, torch.float64), (5, 12, torch.float64), (3, 8, torch.float32)):
+        rates = 0.3 + 0.6 * torch.rand(B, 1, generator=generator, dtype=torch.float64)
+        k = torch.arange(K + 1, dtype=torch.float64)
+        errors = rates**k * torch.exp(0.3 * torch.randn(B, K + 1, generator=generator, dtype=torch.float64))
+        expected = torch.tensor([fitted_rate(row) for row in errors], dtype=torch.float64)
+        cases.append(((errors.to(device=device, dtype=dtype),), expected.to(device=device, dtype=dtype)))
+
+    def slope(errors, log=torch.log):
+        k = torch.arange(errors.shape[-1], dtype=errors.dtype, device=errors.device)
+        logs = log(errors)
+        kc = k - k.mean()
+        return (kc * (logs - logs.mean(-1, keepdim=True))).sum(-1) / kc.pow(2).sum()
+
+    check_function(
+        fn,
+        cases,
+        name="linear_rate",
+        known_mistakes={
+            "you return the slope of log error: the rate is its exponential, r = exp(slope)":
+                lambda e: slope(e),
+            "you use the end points only, (e_K/e_0)^(1/K): fit the slope by least squares over every k":
+                lambda e: (e[:, -1] / e[:, 0]) ** (1.0 / (e.shape[-1] - 1)),
+            "you fit log10 but exponentiate with e: use one base (r = exp(slope of ln error) = 10^(slope of log10))":
+                lambda e: torch.exp(slope(e, torch.log10)),
         },
     )
