@@ -78,8 +78,9 @@ def _ista_step_size(A: torch.Tensor) -> float:
 class UnrolledISTA(nn.Module):
     """Base class: ``K`` unrolled soft-thresholding layers with ``fit``, ``estimate`` and ``predict``.
 
-    Subclasses define ``layer(k, X, y, beta) -> beta⁺`` and may restrict which prompts they
-    accept (``_check_prompts``). Thresholds are stored as ``log θ_k`` so that they stay
+    Subclasses define ``layer(k, X, y, beta, scale) -> beta⁺`` (``scale``: what
+    ``_prompt_scale(X)`` returns, a per-prompt constant or ``None``) and may restrict which
+    prompts they accept (``_check_prompts``). Thresholds are stored as ``log θ_k`` so that they stay
     positive and Adam's steps are relative changes whatever the scale of ``X``.
 
     Attributes
