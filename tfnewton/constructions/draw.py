@@ -34,9 +34,11 @@ def token_labels(model: Construction, T: int) -> list[str]:
     d = model.d
     if model.layout.sizes.keys() >= {"A", "X", "E"}:  # Newton–Schulz: one token per column
         return [f"token {j + 1}" for j in range(T)]
-    n = T - 1 - (d if "M" in model.layout.sizes else 0)
+    # Constructions with a one-hot "E" slot end in d tokens of one coordinate each.
+    n = T - 1 - (d if "E" in model.layout.sizes else 0)
     labels = [f"x{i + 1}" for i in range(n)] + ["query"]
-    return labels + [f"M col {j + 1}" for j in range(T - n - 1)]
+    name = "M col" if "M" in model.layout.sizes else "coord"
+    return labels + [f"{name} {j + 1}" for j in range(T - n - 1)]
 
 
 def _label_slots(ax, model: Construction, axis: str = "x", rotate: bool = False) -> None:
