@@ -643,7 +643,7 @@ class MLPWiring:
 
     @property
     def hidden(self) -> int:
-        """ReLU units of the compiled :class:`ReluMLP`."""
+        """ReLU units of the compiled :class:`~tfnewton.layers.ReluMLP`."""
         total = 0
         for term in self.terms:
             if isinstance(term, _MapTerm):
@@ -655,7 +655,7 @@ class MLPWiring:
         return total
 
     def relu_mlp(self, *, dtype=torch.float64, device=None) -> ReluMLP:
-        """The block with every map replaced by its ReLU units: a bias-free :class:`ReluMLP`."""
+        """The block with every map replaced by its ReLU units: a bias-free :class:`~tfnewton.layers.ReluMLP`."""
         D, hidden = self.d_model, max(self.hidden, 1)
         W_in = torch.zeros(hidden, D, dtype=torch.float64)
         W_out = torch.zeros(D, hidden, dtype=torch.float64)

@@ -32,8 +32,8 @@ __all__ = [
     "fit_linear_probe",
 ]
 
-#: Per-sample ridge penalties λ tried on the validation split: the probe minimizes
-#: (1/N)‖Y − ZW‖² + λ‖W‖² on standardized features Z, so λ is scale-free.
+#: Per-sample ridge penalties λ tried on the validation split (the probe minimizes
+#: (1/N)‖Y − ZW‖² + λ‖W‖² on standardized features Z, so λ is scale-free).
 DEFAULT_PENALTIES = (1e-8, 1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)
 
 

@@ -70,7 +70,7 @@ Where iterate k is (layers counted from 0): the coordinate tokens hold ``β_k`` 
 after layer ``2k − 1``, step ``k``'s MLP (``estimate_block_of_step(k)``; ``−1``: the embedding,
 ``β₀ = 0``); the next attention layer overwrites it with ``z_{k+1}`` while its prediction head
 writes ``p_k`` into the query's ``"p"``, which is read after layer ``2k``
-(``block_of_step(k)``, where :meth:`readout` gives step ``k``'s answer).
+(``block_of_step(k)``, where :meth:`~InContextISTATransformer.readout` gives step ``k``'s answer).
 """
 
 from __future__ import annotations

@@ -45,7 +45,7 @@ tokens (one coordinate each), so that one attention layer forms ``v = Mg`` and
 ``"En"``), never from the weights, so one model serves every ``n``.
 
 The blocks of Newton step t (``6 + k`` of them; a head is ``out_t = Σ_s v_s ⟨k_s, q_t⟩``)
-----------------------------------------------------------------------------------------
+-----------------------------------------------------------------------------------------
 1. **attention, logits**: ``q = "x" + "xq"``, ``k = "w"``, ``v = "qflag"``: every context
    token gets ``x_iᵀw`` and the query ``x_qᵀw`` in ``"z"`` (only the query has a key).
 2. **MLP, scalar maps**: ``c_i = σ̂(z_i) − (1 + y_i)/2`` and ``h_i = σ̂'(z_i)`` at context
@@ -503,7 +503,7 @@ def logistic_newton_transformer(d: int, steps: int, mu: float, *, inner_steps=No
     mu : float
         Regularization ``> 0`` (in the weights).
     inner_steps : int, optional
-        Newton–Schulz steps ``k`` per Newton step; default :func:`default_inner_steps` (5 at
+        Newton–Schulz steps ``k`` per Newton step; default :func:`~tfnewton.constructions.logistic_newton.default_inner_steps` (5 at
         ``μ = 0.1``, 11 at ``μ = 0.01``).
     width : int
         ReLU units per scalar map: σ, σ' and the damping factor. An MLP block of a Newton

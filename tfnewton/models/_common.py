@@ -62,7 +62,7 @@ class InContextRegressor(nn.Module):
     """
 
     kind: str = ""
-    #: A causal learner: ``forward(X, y)``, no separate query (the hook protocol's flag).
+    #: False for a causal learner, whose ``forward(X, y)`` takes no separate query (the hook protocol's flag).
     takes_query = False
 
     def forward(self, X: torch.Tensor, y: torch.Tensor, *, skip_unused: bool = False) -> torch.Tensor:
