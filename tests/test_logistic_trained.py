@@ -104,6 +104,7 @@ def test_readouts_subset_and_bad_input():
     kappa = task.condition_number[ro.index]
     sub = ro.subset(kappa == 10)
     assert sub.X.shape[0] == int((kappa == 10).sum()) and torch.equal(sub.logits, ro.logits[:, kappa == 10])
+    assert torch.equal(ro.w, task.w[ro.index].double()) and torch.equal(sub.w, ro.w[kappa == 10])
     with pytest.raises(ValueError, match="mask selects no prompt"):
         ro.subset(kappa == 3)
     with pytest.raises(ValueError, match=r"mask must have shape \(B_test,\)"):
@@ -162,6 +163,21 @@ def test_a_layer_that_is_an_algorithm_step_matches_it_exactly():
     r_algo = table.extra["probabilities"][3] - (task.y + 1) / 2
     cos = (r_layer * r_algo).sum(-1) / (r_layer.norm(dim=-1) * r_algo.norm(dim=-1))
     assert float(table.similarity[1, 3]) == pytest.approx(float(cos.mean()), abs=1e-12)
+    # Against the truth: residuals p − σ(x_iᵀw); the planted layer still matches exactly, and
+    # the label noise no longer lifts the unrelated layer.
+    with pytest.raises(ValueError, match="without their weights"):
+        match_probabilities(ro, "damped_newton_logistic", 4, mu=mu, residual="truth")
+    ro.w = task.w.double()
+    truth = match_probabilities(ro, "damped_newton_logistic", 4, mu=mu, residual="truth")
+    assert truth.best_steps()[1] == 2 and float(truth.similarity[1, 2]) == pytest.approx(1.0, abs=1e-12)
+    assert float(truth.similarity[0].max()) < float(table.similarity[0].max())
+    p_true = torch.sigmoid((task.X * task.w.unsqueeze(1)).sum(-1))
+    torch.testing.assert_close(ro.true_probabilities(), p_true)
+    r_layer, r_algo = torch.sigmoid(newton[2]) - p_true, truth.extra["probabilities"][3] - p_true
+    cos = (r_layer * r_algo).sum(-1) / (r_layer.norm(dim=-1) * r_algo.norm(dim=-1))
+    assert float(truth.similarity[1, 3]) == pytest.approx(float(cos.mean()), abs=1e-12)
+    with pytest.raises(ValueError, match="residual must be 'label' or 'truth'"):
+        match_probabilities(ro, "damped_newton_logistic", 4, mu=mu, residual="labels")
 
 
 def test_best_match_between_is_one_for_a_shared_predictor_and_below_otherwise():
@@ -171,6 +187,9 @@ def test_best_match_between_is_one_for_a_shared_predictor_and_below_otherwise():
     best = best_match_between(newton, gd, task.y)
     assert best.shape == (2,) and bool((best < 1).all()) and bool((best > 0).all())
     assert float(best_match_between(newton, torch.cat([gd, newton[1:]]), task.y)[1]) == pytest.approx(1.0)
+    p_true = torch.sigmoid((task.X * task.w.unsqueeze(1)).sum(-1))
+    truth = best_match_between(newton, gd, task.y, target=p_true)
+    assert bool((truth < best).all())  # without the shared label noise the algorithms are further apart
 
 
 def test_condition_step_sizes_one_per_condition_number():
@@ -259,3 +278,26 @@ def test_classification_curves_newton_is_scikit_learns_fit_and_gaps_are_paired()
     mask = task.condition_number == 10.0
     torch.testing.assert_close(by_kappa["model"], curves.losses("model")[mask].mean(0))
     assert curves.extra["gd_lr"].shape == (3, 9)
+
+
+# --------------------------------------------------------------------------- the recipe and the shipped classifier
+
+NAME = "gpt2_logreg_d5"
+
+
+def test_the_recipe_is_giannou_et_al_setting_and_trains_a_few_steps(tmp_path):
+    """One recipe, Giannou et al.'s setting (d = 5, n = 26, mu = 0.01, κ ∈ {1, 10, 50} mixed);
+    it trains (a few steps of it, full size) and writes a checkpoint that loads."""
+    import dataclasses
+
+    from tfnewton.models import load_checkpoint
+    from tfnewton.train import RECIPES, TrainConfig, train
+
+    recipe = TrainConfig(**RECIPES[NAME])
+    assert (recipe.task, recipe.kind, recipe.d, recipe.n_points, recipe.mu) == ("logistic_regression", "gpt2", 5, 26, 0.01)
+    assert recipe.condition_number == (1.0, 10.0, 50.0) and recipe.precision == "float32"
+    short = dataclasses.replace(recipe, steps=3, warmup_steps=1, eval_prompts=64)
+    result = train(short, tmp_path, progress=False, final_eval=False, threads=1, eval_every=3, log_every=1)
+    assert result["finished"] and all(math.isfinite(x) for x in result["history"]["loss"])
+    model, meta = load_checkpoint(result["model_path"])
+    assert len(model.blocks) == recipe.n_layers and meta["train_config"]["steps"] == 3

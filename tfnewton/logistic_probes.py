@@ -83,6 +83,9 @@ class LogisticReadouts:
         The ℓ2 penalty of the fits.
     decrement : Tensor of shape (L + 1,)
         Newton decrement of each fit at its last step (≈ 0: converged).
+    w : Tensor of shape (B_test, d) or None
+        The weights that drew the held-out prompts' labels, when the task has them
+        (``task.w``): the true probabilities ``σ(x_iᵀw)`` of :meth:`true_probabilities`.
     """
 
     logits: torch.Tensor
@@ -96,6 +99,7 @@ class LogisticReadouts:
     scale: torch.Tensor
     mu: float
     decrement: torch.Tensor
+    w: torch.Tensor | None = None
 
     def subset(self, mask: torch.Tensor) -> "LogisticReadouts":
         """The same read-outs on some of the held-out prompts only (``mask`` of shape ``(B_test,)``).
@@ -110,7 +114,15 @@ class LogisticReadouts:
         if not bool(mask.any()):
             raise ValueError("mask selects no prompt")
         return replace(self, logits=self.logits[:, mask], X=self.X[mask], y=self.y[mask], index=self.index[mask],
-                       model_logits=self.model_logits[mask])
+                       model_logits=self.model_logits[mask], w=None if self.w is None else self.w[mask])
+
+    def true_probabilities(self) -> torch.Tensor:
+        """``σ(x_iᵀw)`` at every position of the held-out prompts, ``(B_test, n)``: the probability
+        the labels were drawn with (``ValueError`` when the task gave no ``w``)."""
+        if self.w is None:
+            raise ValueError("these read-outs were fit on prompts without their weights (task.w); "
+                             "pass a task such as tfnewton.tasks.sample_logistic_regression(...) to logistic_readouts")
+        return torch.sigmoid((self.X.double() * self.w.double().unsqueeze(1)).sum(-1))
 
     def probabilities(self) -> torch.Tensor:
         """``σ(logits)``, shape ``(L + 1, B_test, n)``."""
@@ -193,10 +205,11 @@ def logistic_readouts(model, task, *, mu: float = 1e-3, newton_steps: int = 12, 
     decrement = newton_decrement_logistic(Z, labels, coef, mu)
     test = standardized(states[:, test_idx].reshape(L1, -1, D))
     logits = (test @ coef.unsqueeze(-1)).squeeze(-1).reshape(L1, len(test_idx), n)
+    w = getattr(task, "w", None)
     return LogisticReadouts(
         logits=logits, X=X[test_idx], y=y[test_idx], index=test_idx, layer_names=cache.layer_names,
         model_logits=out[test_idx].detach().double().cpu(), coef=coef, mean=mean, scale=scale, mu=mu,
-        decrement=decrement,
+        decrement=decrement, w=None if w is None else w.detach().double().cpu()[test_idx],
     )
 
 
@@ -231,13 +244,17 @@ def prefix_probabilities(algorithm, X: torch.Tensor, y: torch.Tensor, steps, **p
     return torch.sigmoid(logits[steps])
 
 
-def match_probabilities(readouts: LogisticReadouts, algorithm, steps, *, name: str | None = None,
-                        **params) -> MatchTable:
+def match_probabilities(readouts: LogisticReadouts, algorithm, steps, *, residual: str = "label",
+                        name: str | None = None, **params) -> MatchTable:
     """Similarity of errors on probabilities between every layer's read-out and every step.
 
     For each held-out prompt the residuals ``p_i − (y_i + 1)/2`` over its positions (each
     prediction from the pairs before it) of a layer's read-out and of the algorithm are compared
     by cosine (:func:`tfnewton.metrics.similarity_of_errors`), then averaged over prompts.
+
+    The label's part of that residual, ``σ(x_iᵀw) − (y_i + 1)/2``, is the same noise for every
+    predictor and pulls every similarity towards 1; ``residual="truth"`` compares
+    ``p_i − σ(x_iᵀw)`` instead, the error against the probability the label was drawn with.
 
     Parameters
     ----------
@@ -245,6 +262,9 @@ def match_probabilities(readouts: LogisticReadouts, algorithm, steps, *, name: s
     algorithm, steps, **params
         As in :func:`prefix_probabilities`; a parameter given per prompt (``lr`` of shape
         ``(B_test,)``) follows the held-out prompts' order (``readouts.index``).
+    residual : {"label", "truth"}
+        Residuals against ``(y + 1)/2`` (Fu et al.'s, on probabilities) or against the true
+        probabilities ``σ(x_iᵀw)`` (:meth:`LogisticReadouts.true_probabilities`).
     name : str, optional
         The algorithm's name in the table (default: its registered name).
 
@@ -258,19 +278,29 @@ def match_probabilities(readouts: LogisticReadouts, algorithm, steps, *, name: s
     if not isinstance(readouts, LogisticReadouts):
         raise TypeError(f"readouts must be LogisticReadouts (from logistic_readouts), got {type(readouts).__name__}")
     steps = step_list(steps)
+    target = _residual_target(readouts, residual)
     probs = prefix_probabilities(algorithm, readouts.X, readouts.y, steps, **params)
-    target = _labels01(readouts.y)
     sim = similarity_of_errors(readouts.probabilities()[:, None], probs[None], target)
     model_sim = similarity_of_errors(torch.sigmoid(readouts.model_logits)[None], probs, target)
     if name is None:
         from .algorithms import as_algorithm
 
         name = as_algorithm(algorithm).name
-    return MatchTable(sim, steps, name, "errors on probabilities", readouts.layer_names,
-                      readouts.cross_entropy().mean(-1), model_sim, extra={"probabilities": probs})
+    metric = "errors on probabilities" + (" (against the truth)" if residual == "truth" else "")
+    return MatchTable(sim, steps, name, metric, readouts.layer_names, readouts.cross_entropy().mean(-1), model_sim,
+                      extra={"probabilities": probs, "residual": residual})
 
 
-def best_match_between(reference: torch.Tensor, candidates: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+def _residual_target(readouts: LogisticReadouts, residual: str) -> torch.Tensor:
+    if residual == "label":
+        return _labels01(readouts.y)
+    if residual == "truth":
+        return readouts.true_probabilities()
+    raise ValueError(f"residual must be 'label' or 'truth', got {residual!r}")
+
+
+def best_match_between(reference: torch.Tensor, candidates: torch.Tensor, y: torch.Tensor, *,
+                       target: torch.Tensor | None = None) -> torch.Tensor:
     """For each reference predictor, the highest similarity of errors any candidate reaches.
 
     The power of a comparison: stand an algorithm's own predictions in for a model and ask how
@@ -285,6 +315,9 @@ def best_match_between(reference: torch.Tensor, candidates: torch.Tensor, y: tor
         Probabilities of ``C`` predictors (e.g. GD's steps and step sizes, flattened).
     y : Tensor of shape (B, n)
         Labels ±1.
+    target : Tensor of shape (B, n), optional
+        What the residuals are taken against; default ``(y + 1)/2`` (e.g. the true
+        probabilities instead, as ``residual="truth"`` of :func:`match_probabilities`).
 
     Returns
     -------
@@ -292,7 +325,7 @@ def best_match_between(reference: torch.Tensor, candidates: torch.Tensor, y: tor
     """
     v.check_tensor(reference, "reference", ndim=3)
     v.check_tensor(candidates, "candidates", ndim=3)
-    target = _labels01(y)
+    target = _labels01(y) if target is None else target.double()
     # One row at a time: (C, B, n) at once is small, (S, C, B, n) need not be.
     return torch.stack([similarity_of_errors(ref.double()[None], candidates.double(), target).max()
                         for ref in reference])
