@@ -145,8 +145,10 @@ def model_errors(model, task, readouts: metrics.LayerReadouts | None = None, **k
     X, y, x_q, y_q = split_query(task)
     est = layer_estimates(model, X, y, readouts, **kwargs)
     beta = task.w.double()
+    parameter = next(model.parameters(), None)
+    dtype = task.X.dtype if parameter is None else parameter.dtype
     with torch.no_grad():
-        answer = model(task.X.to(next(model.parameters()).dtype), task.y.to(next(model.parameters()).dtype))[:, -1]
+        answer = model(task.X.to(dtype), task.y.to(dtype))[:, -1]
     return {
         "recovery": recovery_error(est.layers, beta) if len(est.layers) else beta.new_zeros(0),
         "prediction": prediction_error(est.layers, x_q.double(), y_q.double()) if len(est.layers) else beta.new_zeros(0),
