@@ -1071,7 +1071,7 @@ def check_soft_threshold_relu_units(fn: Callable, *, device=None) -> None:
 
     Notes
     -----
-    The reference is built from :func:`torch.relu`; the difference of its units is checked
+    The reference is built from ``torch.relu``; the difference of its units is checked
     against :func:`tfnewton.algorithms.soft_threshold` when the cases are made.
     """
     device = check_device(device)
