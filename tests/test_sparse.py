@@ -264,3 +264,22 @@ def test_the_learned_methods_are_registered():
     icl = algorithms.ALGORITHMS["in_context_lista"].build(layers=4, step_size=0.01, dtype=F64)
     assert torch.equal(algorithms.iterates(icl, t.X, t.y, 4), icl(t.X, t.y).detach())
     assert algorithms.iterates(model, t.X, t.y, 2).shape == (3, 5, 12)
+
+
+def test_oracle_least_squares_is_least_squares_on_the_support():
+    from tfnewton.sparse import oracle_least_squares
+
+    gen = torch.Generator().manual_seed(3)
+    X = torch.randn(4, 12, 6, generator=gen, dtype=torch.float64)
+    support = torch.zeros(4, 6, dtype=torch.bool)
+    support[:, [1, 4]] = True
+    support[2, 0] = True
+    y = torch.randn(4, 12, generator=gen, dtype=torch.float64)
+    got = oracle_least_squares(X, y, support)
+    for b in range(4):
+        cols = support[b].nonzero().squeeze(-1)
+        want = torch.linalg.lstsq(X[b][:, cols], y[b]).solution
+        assert torch.allclose(got[b, cols], want, atol=1e-12)
+        assert (got[b, ~support[b]] == 0).all()
+    with pytest.raises(ValueError, match="support"):
+        oracle_least_squares(X, y, support[:, :5])

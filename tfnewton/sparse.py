@@ -48,6 +48,7 @@ __all__ = [
     "LISTA",
     "LISTACP",
     "InContextLISTA",
+    "oracle_least_squares",
     "recovery_error",
     "prediction_error",
     "fitted_rate",
@@ -572,6 +573,29 @@ def _check_estimates(estimates, beta, name="estimates") -> torch.Tensor:
             f"got {tuple(estimates.shape)}"
         )
     return estimates
+
+
+def oracle_least_squares(X: torch.Tensor, y: torch.Tensor, support: torch.Tensor) -> torch.Tensor:
+    """Least squares on the true support, zero elsewhere: the floor no sparse method beats.
+
+    Parameters
+    ----------
+    X : Tensor of shape (B, n, d)
+    y : Tensor of shape (B, n)
+    support : bool Tensor of shape (B, d)
+        The coordinates allowed to be non-zero (a task's ``support``).
+
+    Returns
+    -------
+    Tensor of shape (B, d)
+    """
+    X, y = v.check_regression_inputs(X, y)
+    v.check_tensor(support, "support", ndim=2, floating=False)
+    v.check_shape(support, "support", (X.shape[0], X.shape[2]))
+    mask = support.to(device=X.device, dtype=X.dtype).unsqueeze(-2)  # (B, 1, d)
+    XS = X * mask  # the columns off the support zeroed
+    gram = XS.mT @ XS + torch.diag_embed(1 - mask.squeeze(-2))  # identity off the support
+    return torch.linalg.solve(gram, XS.mT @ y.unsqueeze(-1)).squeeze(-1)
 
 
 def recovery_error(estimates: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:

@@ -284,16 +284,6 @@ def interact_logistic_construction(*, log10_mu: float = -1.0, width: int = 64, d
 SPARSE_LAMBDA_GRID = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0)
 
 
-def _least_squares_on_support(X, y, support):
-    """The oracle: least squares on the true support, zero elsewhere; shape (B, d)."""
-    import torch
-
-    mask = support.to(X.dtype).unsqueeze(-2)  # (B, 1, d): columns off the support are zeroed
-    XS = X * mask
-    gram = XS.mT @ XS + torch.diag_embed(1.0 - mask.squeeze(-2))  # identity off the support
-    return torch.linalg.solve(gram, (XS.mT @ y.unsqueeze(-1))).squeeze(-1)
-
-
 def sparse_recovery_figure(sparsity: int = 3, noise_std: float = 0.2, *, model=None, d: int = 20, n: int = 16,
                            steps: int = 16, batch: int = 256, seed: int = 0):
     r"""ISTA and FISTA (and a fitted in-context model) at one sparsity and one noise level.
@@ -331,7 +321,7 @@ def sparse_recovery_figure(sparsity: int = 3, noise_std: float = 0.2, *, model=N
     import torch
 
     from .algorithms import fista, ista
-    from .sparse import choose_lambda, recovery_error
+    from .sparse import choose_lambda, oracle_least_squares, recovery_error
     from .tasks import sample_sparse_recovery
 
     d, n, steps, batch, seed = (check_int(value, name, minimum=0 if name == "seed" else 1)
@@ -360,7 +350,7 @@ def sparse_recovery_figure(sparsity: int = 3, noise_std: float = 0.2, *, model=N
             betas = model(test.X, test.y)
         curves[f"in-context variant, {betas.shape[0] - 1} layers"] = recovery_error(betas, test.w)
         last["in-context variant"] = betas[-1]
-    floor = recovery_error(_least_squares_on_support(test.X, test.y, test.support), test.w).item()
+    floor = recovery_error(oracle_least_squares(test.X, test.y, test.support), test.w).item()
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8), layout="constrained")
     for (label, errors), marker in zip(curves.items(), "os^"):
