@@ -80,6 +80,7 @@ def test_shipped_sparse_checkpoint_loads_weights_only_and_reproduces_its_error(n
     assert recorded < 0.5 * meta["metrics"]["ols_error_at_eval_k"] + 0.2  # learned something beyond predicting 0
 
 
+@pytest.mark.slow
 @pytest.mark.skipif("gpt2_sparse_d10" not in SHIPPED_SPARSE, reason="the base sparse checkpoint is not shipped")
 def test_base_checkpoint_holds_on_correlated_columns_and_an_unseen_matrix():
     """Issue 18, claim (b): on correlated columns (ρ = 0.5) and on a fixed unseen matrix the
