@@ -176,6 +176,11 @@ def test_a_layer_that_is_an_algorithm_step_matches_it_exactly():
     r_layer, r_algo = torch.sigmoid(newton[2]) - p_true, truth.extra["probabilities"][3] - p_true
     cos = (r_layer * r_algo).sum(-1) / (r_layer.norm(dim=-1) * r_algo.norm(dim=-1))
     assert float(truth.similarity[1, 3]) == pytest.approx(float(cos.mean()), abs=1e-12)
+    again = match_probabilities(ro, "damped_newton_logistic", 4, mu=mu, residual="truth",
+                                probabilities=table.extra["probabilities"])
+    torch.testing.assert_close(again.similarity, truth.similarity, rtol=0, atol=0)
+    with pytest.raises(ValueError, match=r"probabilities must have shape \(S, B_test, n\)"):
+        match_probabilities(ro, "damped_newton_logistic", 3, mu=mu, probabilities=table.extra["probabilities"])
     with pytest.raises(ValueError, match="residual must be 'label' or 'truth'"):
         match_probabilities(ro, "damped_newton_logistic", 4, mu=mu, residual="labels")
 
@@ -301,3 +306,35 @@ def test_the_recipe_is_giannou_et_al_setting_and_trains_a_few_steps(tmp_path):
     assert result["finished"] and all(math.isfinite(x) for x in result["history"]["loss"])
     model, meta = load_checkpoint(result["model_path"])
     assert len(model.blocks) == recipe.n_layers and meta["train_config"]["steps"] == 3
+
+
+def test_shipped_classifier_loads_with_weights_only_and_gives_its_recorded_error():
+    """The shipped checkpoint: a plain weights_only file under 2 MB, built by its recipe (the
+    recorded command names it), and its recorded cross-entropy at k = eval_k on the recipe's
+    fixed evaluation prompts is what the loaded model gives."""
+    import shlex
+    from dataclasses import asdict
+
+    from tfnewton.baselines import predict
+    from tfnewton.models import load_pretrained
+    from tfnewton.models.pretrained import PRETRAINED_DIR
+    from tfnewton.tasks import classification_metrics_by_position
+    from tfnewton.train import RECIPES, TrainConfig, build_parser, config_from_args, make_eval_set
+
+    path = PRETRAINED_DIR / f"{NAME}.pt"
+    assert path.stat().st_size <= 2 * 1024**2
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    assert payload["format"] == "tfnewton-checkpoint" and payload["kind"] == "gpt2"
+    meta = payload["metadata"]
+    recipe = asdict(TrainConfig(**RECIPES[NAME]))
+    assert asdict(TrainConfig(**meta["train_config"])) == recipe and meta["steps"] == recipe["steps"]
+    assert meta["command"].startswith(f"python -m tfnewton train --recipe {NAME} ")
+    assert asdict(config_from_args(build_parser().parse_args(shlex.split(meta["command"])[4:]))) == recipe
+    model = load_pretrained(NAME)
+    config = TrainConfig(**meta["train_config"])
+    X, y = make_eval_set(config)
+    value = classification_metrics_by_position(predict(model, X, y), y, config.d)["cross_entropy"][config.eval_k]
+    recorded = meta["metrics"]["cross_entropy_at_eval_k"]
+    assert float(value) == pytest.approx(recorded, abs=1e-6)
+    # It learned in context: far below log 2 (no context) and below the regularized fit at k = eval_k.
+    assert recorded < math.log(2) - 0.05 and recorded < meta["metrics"]["newton_cross_entropy_at_eval_k"]

@@ -245,7 +245,8 @@ def prefix_probabilities(algorithm, X: torch.Tensor, y: torch.Tensor, steps, **p
 
 
 def match_probabilities(readouts: LogisticReadouts, algorithm, steps, *, residual: str = "label",
-                        name: str | None = None, **params) -> MatchTable:
+                        name: str | None = None, probabilities: torch.Tensor | None = None,
+                        **params) -> MatchTable:
     """Similarity of errors on probabilities between every layer's read-out and every step.
 
     For each held-out prompt the residuals ``p_i − (y_i + 1)/2`` over its positions (each
@@ -267,6 +268,13 @@ def match_probabilities(readouts: LogisticReadouts, algorithm, steps, *, residua
         probabilities ``σ(x_iᵀw)`` (:meth:`LogisticReadouts.true_probabilities`).
     name : str, optional
         The algorithm's name in the table (default: its registered name).
+    probabilities : Tensor of shape (S, B_test, n), optional
+        The algorithm's prefix probabilities at ``steps`` if already computed (``extra`` of
+        an earlier table on the same read-outs, say with the other ``residual``, or
+        :func:`prefix_probabilities` of several step sizes stacked); ``steps`` may then be
+        any ``S`` labels of the columns, such as ``(step size, steps)`` pairs, and
+        ``algorithm`` is only read for the default ``name`` (``None`` is allowed: any predictor
+        of every position, :func:`bayes_logits` through ``σ`` say).
 
     Returns
     -------
@@ -277,15 +285,23 @@ def match_probabilities(readouts: LogisticReadouts, algorithm, steps, *, residua
     """
     if not isinstance(readouts, LogisticReadouts):
         raise TypeError(f"readouts must be LogisticReadouts (from logistic_readouts), got {type(readouts).__name__}")
-    steps = step_list(steps)
     target = _residual_target(readouts, residual)
-    probs = prefix_probabilities(algorithm, readouts.X, readouts.y, steps, **params)
+    if probabilities is None:
+        steps = step_list(steps)
+        probs = prefix_probabilities(algorithm, readouts.X, readouts.y, steps, **params)
+    else:  # the columns may then be any labels, e.g. (step size, steps) pairs of a grid
+        steps = list(steps) if not isinstance(steps, int) else step_list(steps)
+        v.check_tensor(probabilities, "probabilities", ndim=3)
+        expected = (len(steps),) + tuple(readouts.y.shape)
+        if tuple(probabilities.shape) != expected:
+            raise ValueError(f"probabilities must have shape (S, B_test, n) = {expected}, got {tuple(probabilities.shape)}")
+        probs = probabilities.double()
     sim = similarity_of_errors(readouts.probabilities()[:, None], probs[None], target)
     model_sim = similarity_of_errors(torch.sigmoid(readouts.model_logits)[None], probs, target)
     if name is None:
         from .algorithms import as_algorithm
 
-        name = as_algorithm(algorithm).name
+        name = "given" if algorithm is None else as_algorithm(algorithm).name
     metric = "errors on probabilities" + (" (against the truth)" if residual == "truth" else "")
     return MatchTable(sim, steps, name, metric, readouts.layer_names, readouts.cross_entropy().mean(-1), model_sim,
                       extra={"probabilities": probs, "residual": residual})
