@@ -101,7 +101,9 @@ CODE_CHAPTERS = [
     "linear_regression_probes",
     "probing_your_model",
     "logistic_regression",
+    "logistic_regression_trained",
     "sparse_recovery",
+    "sparse_recovery_trained",
 ]
 
 
