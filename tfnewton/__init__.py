@@ -22,6 +22,7 @@ Submodules are imported lazily, so ``import tfnewton`` stays fast and
 ``metrics``        Fu et al.'s similarity metrics
 ``comparison``     ``compare``: error vs layer/step for any mix of models and algorithms
 ``logistic_probes`` per-layer read-outs and similarities of a trained in-context classifier
+``sparse_probes``  per-layer estimates of the sparse signal from a trained model
 ``exercises``      checkers for the chapters' exercises
 """
 
@@ -48,6 +49,7 @@ _SUBMODULES = (
     "metrics",
     "comparison",
     "logistic_probes",
+    "sparse_probes",
     "plotting",
     "widgets",
     "notebooks",
