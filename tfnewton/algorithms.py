@@ -465,6 +465,17 @@ def online_gradient_descent(X: torch.Tensor, y: torch.Tensor, lr=None) -> torch.
 # --------------------------------------------------------------------------- logistic regression
 
 
+def _check_logistic_point(X, y, w, mu) -> float:
+    """Prompts with labels ±1, ``mu > 0`` and ``w`` of shape (B, d) or (T, B, d); returns ``mu``."""
+    v.check_regression_inputs(X, y)
+    v.check_labels_pm1(y)
+    mu = v.check_positive(mu, "mu")
+    v.check_tensor(w, "w", ndim=(2, 3))
+    if w.shape[-2:] != (X.shape[0], X.shape[2]):
+        raise ValueError(f"w must have shape (B, d) = {(X.shape[0], X.shape[2])} or (T, B, d), got {tuple(w.shape)}")
+    return mu
+
+
 def logistic_loss(X: torch.Tensor, y: torch.Tensor, w: torch.Tensor, mu: float) -> torch.Tensor:
     """``mean_i log(1 + exp(−y_i x_iᵀw)) + (mu/2)‖w‖²`` per problem.
 
@@ -479,12 +490,7 @@ def logistic_loss(X: torch.Tensor, y: torch.Tensor, w: torch.Tensor, mu: float) 
     -------
     Tensor of shape (B,) or (T, B)
     """
-    v.check_regression_inputs(X, y)
-    v.check_labels_pm1(y)
-    mu = v.check_positive(mu, "mu")
-    v.check_tensor(w, "w", ndim=(2, 3))
-    if w.shape[-2:] != (X.shape[0], X.shape[2]):
-        raise ValueError(f"w must have shape (B, d) = {(X.shape[0], X.shape[2])} or (T, B, d), got {tuple(w.shape)}")
+    mu = _check_logistic_point(X, y, w, mu)
     margins = y * (X @ w.unsqueeze(-1)).squeeze(-1)
     return torch.nn.functional.softplus(-margins).mean(-1) + 0.5 * mu * (w * w).sum(-1)
 
@@ -613,12 +619,7 @@ def newton_decrement_logistic(X: torch.Tensor, y: torch.Tensor, w: torch.Tensor,
     -------
     Tensor of shape (B,) or (T, B)
     """
-    v.check_regression_inputs(X, y)
-    v.check_labels_pm1(y)
-    mu = v.check_positive(mu, "mu")
-    v.check_tensor(w, "w", ndim=(2, 3))
-    if w.shape[-2:] != (X.shape[0], X.shape[2]):
-        raise ValueError(f"w must have shape (B, d) = {(X.shape[0], X.shape[2])} or (T, B, d), got {tuple(w.shape)}")
+    mu = _check_logistic_point(X, y, w, mu)
     ws = w.unsqueeze(0) if w.ndim == 2 else w
     out = []
     for wt in ws:

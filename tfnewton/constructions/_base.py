@@ -180,6 +180,33 @@ class RegressionConstruction(Construction):
         """Token of the query in a prompt of ``n`` context pairs: ``n``, right after them."""
         return n
 
+    def _coordinate_token_stream(self, X, y, x_query) -> torch.Tensor:
+        """The stream of a layout with ``d`` coordinate tokens after the query: (B, n + 1 + d, D).
+
+        Context token ``i`` holds ``c·x_i`` and ``c·y_i`` (``c = self.scale(X)``, one per
+        prompt), the query ``x_q`` and a flag, coordinate token ``j`` the one-hot ``e_j``.
+        """
+        x_query = self._check(X, y, x_query, need_query=False)
+        L, d = self.layout, self.d
+        B, n, _ = X.shape
+        c = self.scale(X).reshape(B, 1, 1)
+        H = X.new_zeros((B, n + 1 + d, L.width))
+        H[:, :n, L["x"]] = c * X
+        H[:, :n, L["y"]] = c * y.unsqueeze(-1)
+        H[:, n, L["q"]] = x_query
+        H[:, n, L["flag"]] = 1.0
+        H[:, n + 1 :, L["E"]] = torch.eye(d, dtype=X.dtype, device=X.device)
+        return H
+
+    def readout(self, H: torch.Tensor) -> torch.Tensor:
+        """The prediction: slot ``"p"`` of the query token, shape (B,) (or (…, B) for stacked streams).
+
+        Layouts with ``d`` coordinate tokens after the query (Newton, in-context ISTA); the
+        GD construction, which has none, overrides it.
+        """
+        n = H.shape[-2] - self.d - 1
+        return H[..., n, self.layout["p"].start]
+
     def forward(self, X: torch.Tensor, y: torch.Tensor, x_query: torch.Tensor) -> torch.Tensor:
         """Predict ``x_qᵀ w_steps`` of the construction's algorithm on each prompt.
 

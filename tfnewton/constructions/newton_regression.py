@@ -194,22 +194,7 @@ class NewtonRegressionTransformer(RegressionConstruction):
         -------
         Tensor of shape (B, n + 1 + d, 6d + 4)
         """
-        x_query = self._check(X, y, x_query, need_query=False)
-        L, d = self.layout, self.d
-        B, n, _ = X.shape
-        c = self.scale(X).reshape(B, 1, 1)
-        H = X.new_zeros((B, n + 1 + d, L.width))
-        H[:, :n, L["x"]] = c * X
-        H[:, :n, L["y"]] = c * y.unsqueeze(-1)
-        H[:, n, L["q"]] = x_query
-        H[:, n, L["flag"]] = 1.0
-        H[:, n + 1 :, L["E"]] = torch.eye(d, dtype=X.dtype, device=X.device)
-        return H
-
-    def readout(self, H: torch.Tensor) -> torch.Tensor:
-        """The prediction: slot ``"p"`` of the query token, shape (B,) (or (…, B) for stacked streams)."""
-        n = H.shape[-2] - self.d - 1
-        return H[..., n, self.layout["p"].start]
+        return self._coordinate_token_stream(X, y, x_query)
 
     def _query_trace(self, X, y, x_query, slot: str) -> torch.Tensor:
         n, s = X.shape[1], self.layout[slot]
