@@ -1087,7 +1087,7 @@ def _run_gradient_descent_logistic(X, y, steps, mu, **params):
 
 
 register_algorithm("damped_newton_logistic", _run_damped_newton_logistic, task="logistic_regression",
-                   parameters={"mu": REQUIRED, "inner_steps": None},
+                   parameters={"mu": REQUIRED, "inner_steps": None, "damped": True, "w0": None},
                    description="damped Newton on the regularized logistic loss (Giannou et al.)")
 register_algorithm("gradient_descent_logistic", _run_gradient_descent_logistic, task="logistic_regression",
                    parameters={"mu": REQUIRED, "lr": None},

@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 
 from . import _validate as v
-from .algorithms import damped_newton_logistic, gradient_descent_least_squares, least_squares
+from .algorithms import gradient_descent_least_squares, prefix_predictions
 from .tasks import TrainingTask
 
 __all__ = [
@@ -78,12 +78,7 @@ def ols_predictions(X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     Tensor of shape (B, n)
     """
     X, y = v.check_regression_inputs(X, y)
-    Xd, yd = X.double(), y.double()
-    preds = torch.zeros_like(yd)
-    for k in range(1, X.shape[1]):
-        w = least_squares(Xd[:, :k], yd[:, :k])
-        preds[:, k] = (Xd[:, k] * w).sum(-1)
-    return preds
+    return prefix_predictions("ols", X.double(), y.double(), 0)[-1]
 
 
 def ols_errors(X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -167,12 +162,7 @@ def newton_logistic_logits(X: torch.Tensor, y: torch.Tensor, mu: float = 0.01, s
     Tensor of shape (B, n)
     """
     X, y = v.check_regression_inputs(X, y)
-    Xd, yd = X.double(), y.double()
-    logits = torch.zeros_like(yd)
-    for k in range(1, X.shape[1]):
-        w = damped_newton_logistic(Xd[:, :k], yd[:, :k], mu, steps)[-1]
-        logits[:, k] = (Xd[:, k] * w).sum(-1)
-    return logits
+    return prefix_predictions("damped_newton_logistic", X.double(), y.double(), steps, mu=mu)[-1]
 
 
 # --------------------------------------------------------------------------- scored with a task's metrics
