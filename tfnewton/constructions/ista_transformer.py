@@ -70,7 +70,7 @@ Where iterate k is (layers counted from 0): the coordinate tokens hold ``β_k`` 
 after layer ``2k − 1``, step ``k``'s MLP (``estimate_block_of_step(k)``; ``−1``: the embedding,
 ``β₀ = 0``); the next attention layer overwrites it with ``z_{k+1}`` while its prediction head
 writes ``p_k`` into the query's ``"p"``, which is read after layer ``2k``
-(``block_of_step(k)``, where :meth:`~InContextISTATransformer.readout` gives step ``k``'s answer).
+(``block_of_step(k)``, where ``readout`` gives step ``k``'s answer).
 """
 
 from __future__ import annotations
@@ -243,7 +243,7 @@ class InContextISTATransformer(RegressionConstruction):
         return trace[[self.hidden_index_of_step(k) for k in range(self.steps + 1)]]
 
     def block_of_step(self, k: int) -> int:
-        """Layer after which the query holds ``p_k = x_qᵀβ_k`` (:meth:`readout`): ``2k``."""
+        """Layer after which the query holds ``p_k = x_qᵀβ_k`` (``readout``): ``2k``."""
         return 2 * self._check_step(k)
 
     def estimate_block_of_step(self, k: int) -> int:
