@@ -24,6 +24,8 @@ Submodules are imported lazily, so ``import tfnewton`` stays fast and
 ``logistic_probes`` per-layer read-outs and similarities of a trained in-context classifier
 ``sparse_probes``  per-layer estimates of the sparse signal from a trained model
 ``exercises``      checkers for the chapters' exercises
+``tables``         results tables shown as HTML in Jupyter and the book
+``devices``        the device the chapters run on (``TFNEWTON_DEVICE``)
 """
 
 from __future__ import annotations
@@ -54,6 +56,8 @@ _SUBMODULES = (
     "widgets",
     "notebooks",
     "exercises",
+    "tables",
+    "devices",
 )
 
 # Names re-exported at the top level: name -> submodule that defines it.

@@ -37,6 +37,7 @@ from .algorithms import ALGORITHMS, as_algorithm, step_list
 from .capture import check_hooked, query_position, run_with_cache, takes_query, task_prompts
 from .metrics import normalized_error
 from .ridge import RidgeProbe, check_enough_problems, split_indices
+from .tables import Table
 
 __all__ = ["ComparisonTable", "compare"]
 
@@ -110,12 +111,26 @@ class ComparisonTable:
             raise KeyError(f"no entry named {name!r}; entries are {self.names()}")
         return rows[-1]
 
+    def to_table(self) -> Table:
+        """Every row, errors to three significant digits.
+
+        Returns
+        -------
+        Table
+            Shown as HTML in Jupyter and the book, as Markdown by ``print``.
+        """
+        rows = [[r["name"], r["kind"], r["axis"], r["index"], f"{r['error']:.3g}", f"{r['median_error']:.3g}",
+                 r["readout"]] for r in self.rows]
+        return Table(list(COLUMNS), rows)
+
     def __str__(self) -> str:
-        lines = [" | ".join(COLUMNS), " | ".join("---" for _ in COLUMNS)]
-        for r in self.rows:
-            cells = [r["name"], r["kind"], r["axis"], str(r["index"]), f"{r['error']:.3g}", f"{r['median_error']:.3g}", r["readout"]]
-            lines.append(" | ".join(cells))
-        return "\n".join(lines)
+        return self.to_table().to_markdown()
+
+    def _repr_html_(self) -> str:
+        return self.to_table().to_html()
+
+    def _repr_markdown_(self) -> str:
+        return self.to_table().to_markdown()
 
     def plot(self, ax=None, *, logy: bool = True, logx: bool = False, title: str | None = None):
         """Error against layer / step for every entry, with :func:`tfnewton.plotting.error_curves`.

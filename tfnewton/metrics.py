@@ -34,6 +34,7 @@ from . import algorithms
 from .algorithms import as_algorithm, prefix_predictions, step_list
 from .capture import check_hooked, query_position, run_with_cache, takes_query, task_prompts, x_token_positions
 from .ridge import RidgeProbe, check_enough_problems, split_indices
+from .tables import Table
 
 __all__ = [
     "cosine_similarity",
@@ -377,17 +378,35 @@ class MatchTable:
             for j, step in enumerate(self.steps)
         ]
 
-    def summary(self) -> str:
-        """One line per layer: best-matching step, its similarity, the read-out's error."""
-        lines = [f"layer | best {self.algorithm} step | similarity of {self.metric} | read-out error",
-                 "--- | --- | --- | ---"]
+    def to_table(self) -> Table:
+        """One row per layer: best-matching step, its similarity, the read-out's error.
+
+        Returns
+        -------
+        Table
+            Shown as HTML in Jupyter and the book, as Markdown by ``print``.
+        """
+        header = ["layer", f"best {self.algorithm} step", f"similarity of {self.metric}", "read-out error"]
+        rows = []
         for layer, (step, sim) in enumerate(best_matching(self.similarity, self.steps)):
             err = "" if self.layer_error is None else f"{float(self.layer_error[layer]):.4f}"
-            lines.append(f"{layer} | {step} | {sim:.3f} | {err}")
-        return "\n".join(lines)
+            rows.append([layer, str(step), sim, err])
+        return Table(header, rows, title=f"MatchTable({self.algorithm}, metric={self.metric!r})")
+
+    def summary(self) -> str:
+        """:meth:`to_table` as a Markdown table, without its title."""
+        table = self.to_table()
+        table.title = None
+        return table.to_markdown()
 
     def __str__(self) -> str:
-        return f"MatchTable({self.algorithm}, metric={self.metric!r})\n" + self.summary()
+        return self.to_table().to_markdown()
+
+    def _repr_html_(self) -> str:
+        return self.to_table().to_html()
+
+    def _repr_markdown_(self) -> str:
+        return self.to_table().to_markdown()
 
     def plot(self, ax=None, *, mark_best: bool = True, **kwargs):
         """Heat map of the similarity (layers × steps) with :func:`tfnewton.plotting.heatmap`.

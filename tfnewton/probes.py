@@ -40,6 +40,7 @@ from . import _validate as v
 # batch 1: they stay importable from this module.
 from .algorithms import ALGORITHMS, as_algorithm, iterates, prefix_predictions, step_list
 from .capture import ActivationCache, check_hooked, hidden_states, query_position, run_with_cache, task_prompts
+from .tables import Table
 from .ridge import (
     DEFAULT_PENALTIES,
     LinearProbe,
@@ -149,28 +150,43 @@ class ProbeTable:
                 out.append(row)
         return out
 
-    def summary(self, min_r2: float = 0.1) -> str:
-        """One line per layer: best-matching step, its R², and each control's R² for that step.
+    def to_table(self, min_r2: float = 0.1) -> Table:
+        """One row per layer: best-matching step, its R², and each control's R² for that step.
 
         A layer whose best R² is below ``min_r2`` reads no step at all: its "best" step is
         shown as ``–`` (an argmax over noise means nothing).
+
+        Returns
+        -------
+        Table
+            Shown as HTML in Jupyter and the book, as Markdown by ``print``.
         """
         best = self.r2.nan_to_num(-math.inf).argmax(1)
         header = ["layer", f"best {self.algorithm} step", "held-out R²"] + [f"{k} control" for k in self.controls]
-        lines = [" | ".join(header), " | ".join("---" for _ in header)]
+        rows = []
         for layer in range(self.r2.shape[0]):
             j = int(best[layer])
             r2 = float(self.r2[layer, j])
-            cells = [str(layer), str(self.steps[j]) if r2 >= min_r2 else "–", f"{r2:.3f}"]
-            cells += [f"{float(t[layer, j]):.3f}" for t in self.controls.values()]
-            lines.append(" | ".join(cells))
-        return "\n".join(lines)
+            rows.append([layer, str(self.steps[j]) if r2 >= min_r2 else "–", r2]
+                        + [float(t[layer, j]) for t in self.controls.values()])
+        title = (f"ProbeTable({self.algorithm}, target={self.target!r}, position={self.position!r}, "
+                 f"fit on {self.num_fit} problems, scored on {self.num_test})")
+        return Table(header, rows, title=title)
+
+    def summary(self, min_r2: float = 0.1) -> str:
+        """:meth:`to_table` as a Markdown table, without its title."""
+        table = self.to_table(min_r2)
+        table.title = None
+        return table.to_markdown()
 
     def __str__(self) -> str:
-        return (
-            f"ProbeTable({self.algorithm}, target={self.target!r}, position={self.position!r}, "
-            f"fit on {self.num_fit} problems, scored on {self.num_test})\n" + self.summary()
-        )
+        return self.to_table().to_markdown()
+
+    def _repr_html_(self) -> str:
+        return self.to_table().to_html()
+
+    def _repr_markdown_(self) -> str:
+        return self.to_table().to_markdown()
 
     def plot(self, ax=None, *, control: str | None = None, mark_best: bool = True, **kwargs):
         """Heat map of R² (layers × steps) with :func:`tfnewton.plotting.heatmap`.
