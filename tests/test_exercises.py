@@ -450,11 +450,23 @@ TRAINED_SPARSE_CHECKERS = {
 }
 
 
+# The chapters' other checkers, one table each (same format as above).
+MATRIX_INVERSION_CHECKERS: dict = {}  # book/matrix_inversion.md
+LINEAR_REGRESSION_CHECKERS: dict = {}  # book/linear_regression.md
+PROBING_YOUR_MODEL_CHECKERS: dict = {}  # book/probing_your_model.md
+TRAINING_CHECKERS: dict = {}  # book/training.md
+LINEAR_REGRESSION_PROBES_CHECKERS: dict = {}  # book/linear_regression_probes.md
+
+
 # --------------------------------------------------------------------------------------
 # Every chapter's checkers, one set of tests: correct solutions pass and say so, each named
 # mistake raises with its words, bad fn or device is refused
 # --------------------------------------------------------------------------------------
-CHAPTER_CHECKERS = {**LOGISTIC_CHECKERS, **CLASSIFIER_CHECKERS, **SPARSE_CHECKERS, **TRAINED_SPARSE_CHECKERS}
+CHAPTER_CHECKERS = {
+    **LOGISTIC_CHECKERS, **CLASSIFIER_CHECKERS, **SPARSE_CHECKERS, **TRAINED_SPARSE_CHECKERS,
+    **MATRIX_INVERSION_CHECKERS, **LINEAR_REGRESSION_CHECKERS, **PROBING_YOUR_MODEL_CHECKERS,
+    **TRAINING_CHECKERS, **LINEAR_REGRESSION_PROBES_CHECKERS,
+}
 
 
 @pytest.mark.parametrize("checker", list(CHAPTER_CHECKERS))

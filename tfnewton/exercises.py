@@ -77,6 +77,9 @@ __all__ = [
     "describe",
     "tolerance",
     "check_newton_schulz_step",
+    # matrix inversion (more)
+    # linear regression
+    # probing your model
     "check_loss_derivative",
     "check_newton_decrement",
     "check_damped_newton_step",
@@ -90,6 +93,8 @@ __all__ = [
     "check_induced_weights",
     "check_recovery_error_per_prompt",
     "check_linear_rate",
+    # training
+    # linear regression probes
 ]
 
 
@@ -400,6 +405,18 @@ def check_newton_schulz_step(fn: Callable, *, device=None) -> None:
 # --------------------------------------------------------------------------------------
 # Logistic regression (book/logistic_regression.md)
 # --------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------- matrix inversion (more)
+
+
+# ---------------------------------------------------------------------- linear regression
+
+
+# ---------------------------------------------------------------------- probing your model
+
+
+# ---------------------------------------------------------------------- logistic regression
+
+
 def _loss_derivative_reference(z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """``∂/∂z_i log(1 + exp(−y_i z_i))`` by autograd through :func:`~tfnewton.algorithms.logistic_loss`.
 
@@ -1263,3 +1280,9 @@ def check_linear_rate(fn: Callable, *, device=None) -> None:
                 lambda e: torch.exp(slope(e, torch.log10)),
         },
     )
+
+
+# ---------------------------------------------------------------------- training
+
+
+# ---------------------------------------------------------------------- linear regression probes
