@@ -77,13 +77,13 @@ class GargTransformer(nn.Module):
         return self._read_out(output)[:, ::2, 0]
 
 
-def make_ours(c, precision, compile=False):
+def make_ours(c, precision, compile=False, device="cpu"):
     """tfnewton.train's step (:class:`tfnewton.train.TrainStep`: flat parameters on a CPU,
     fused AdamW, clipping, ``skip_unused=True``); ``compile=True`` runs its forward and
     backward through ``torch.compile`` as ``TrainConfig(compile=True)`` does at the final
     prompt length."""
     model = build_model("gpt2", c["d"], n_layers=c["n_layers"], width=c["width"], heads=c["heads"],
-                        n_points=c["n_points"], seed=0)
+                        n_points=c["n_points"], seed=0).to(device)
     config = TrainConfig(d=c["d"], n_points=c["n_points"], n_layers=c["n_layers"], width=c["width"],
                          heads=c["heads"], lr=1e-4, precision=precision, grad_clip=1.0)
     step = TrainStep(model, config)
@@ -91,14 +91,14 @@ def make_ours(c, precision, compile=False):
     return lambda X, y: step(X, y, forward)
 
 
-def make_theirs(c, attn_implementation="sdpa", precision="float32"):
+def make_theirs(c, attn_implementation="sdpa", precision="float32", device="cpu"):
     torch.manual_seed(0)
-    model = GargTransformer(c["d"], c["n_points"], c["width"], c["n_layers"], c["heads"], attn_implementation)
+    model = GargTransformer(c["d"], c["n_points"], c["width"], c["n_layers"], c["heads"], attn_implementation).to(device)
     assert model._backbone.config._attn_implementation == attn_implementation
     opt = torch.optim.Adam(model.parameters(), lr=1e-4)  # Garg et al.'s train.py
 
     def step(X, y):
-        with autocast_context(precision, "cpu"):
+        with autocast_context(precision, device):
             pred = model(X, y)
         loss = (pred.float() - y).pow(2).mean()
         opt.zero_grad()
@@ -108,29 +108,40 @@ def make_theirs(c, attn_implementation="sdpa", precision="float32"):
     return step
 
 
-def bench(c, steps: int, warmup: int, compile: bool = False):
+def native_bf16(device) -> bool:
+    """bf16 arithmetic in hardware on ``device`` (a CUDA GPU that supports it, or AMX/AVX512-BF16)."""
+    device = torch.device(device)
+    return torch.cuda.is_bf16_supported() if device.type == "cuda" else cpu_has_native_bf16()
+
+
+def bench(c, steps: int, warmup: int, compile: bool = False, device="cpu"):
     """Median ms per step of each stack; with ``compile``, also ours through torch.compile
     (``"compiled"``; its first two calls, which compile, are reported as ``"compile s"``)."""
     g = torch.Generator().manual_seed(0)
-    data = [(torch.randn(c["batch"], c["n_points"], c["d"], generator=g),
-             torch.randn(c["batch"], c["n_points"], generator=g)) for _ in range(4)]
-    fns = {"float32": make_ours(c, "float32"), "HF": make_theirs(c), "HF eager": make_theirs(c, "eager")}
+    data = [(torch.randn(c["batch"], c["n_points"], c["d"], generator=g).to(device),
+             torch.randn(c["batch"], c["n_points"], generator=g).to(device)) for _ in range(4)]
+    sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
+    fns = {"float32": make_ours(c, "float32", device=device), "HF": make_theirs(c, device=device),
+           "HF eager": make_theirs(c, "eager", device=device)}
     compile_seconds = None
     if compile:
-        fns["compiled"] = make_ours(c, "float32", compile=True)
+        fns["compiled"] = make_ours(c, "float32", compile=True, device=device)
         t = time.perf_counter()
         for X, y in data[:2]:
             fns["compiled"](X, y)
+        sync()
         compile_seconds = time.perf_counter() - t
-    if cpu_has_native_bf16():
-        fns["bfloat16"] = make_ours(c, "bfloat16")
-        fns["HF bf16"] = make_theirs(c, precision="bfloat16")
+    if native_bf16(device):
+        fns["bfloat16"] = make_ours(c, "bfloat16", device=device)
+        fns["HF bf16"] = make_theirs(c, precision="bfloat16", device=device)
     times = {name: [] for name in fns}
     for i in range(warmup + steps):
         for name, fn in fns.items():  # alternate: ours, theirs, ours, theirs, ...
             X, y = data[i % len(data)]
+            sync()
             t = time.perf_counter()
             fn(X, y)
+            sync()
             if i >= warmup:
                 times[name].append(time.perf_counter() - t)
     result = {name: 1000 * statistics.median(ts) for name, ts in times.items()}
@@ -145,12 +156,15 @@ def main(argv=None):
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--only", choices=["fu", "small"], default=None)
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
     p.add_argument("--compile", choices=["recipe", "all", "none"], default="recipe",
                    help="time ours through torch.compile where the recipe compiles (default), everywhere, or nowhere")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), native bf16: {cpu_has_native_bf16()}; "
+    where = torch.cuda.get_device_name(args.device) if args.device.startswith("cuda") else \
+        f"{torch.get_num_threads()} thread(s)"
+    print(f"torch {torch.__version__}, {args.device}: {where}, native bf16: {native_bf16(args.device)}; "
           "median ms per step (forward + backward + optimizer), measured alternately. HF = Garg et al.'s stack "
           "(GPT2Model + read-in/out, Adam, float32); ratio = tfnewton / HF (SDPA).")
     print("| config | HF, SDPA | HF, eager | tfnewton float32 | ratio | compiled | ratio | tfnewton bf16 | ratio "
@@ -162,9 +176,9 @@ def main(argv=None):
         recipe = RECIPES[c["recipe"]]
         compile = args.compile == "all" or (args.compile == "recipe" and recipe.get("compile", False))
         steps = args.steps or (5 if c["width"] >= 256 else 30)
-        r = bench(c, steps, args.warmup, compile=compile)
+        r = bench(c, steps, args.warmup, compile=compile, device=args.device)
         hf = r["HF"]
-        precision = resolve_precision(recipe["precision"], "cpu")
+        precision = resolve_precision(recipe["precision"], args.device)
         key = "compiled" if recipe.get("compile", False) and "compiled" in r else precision
         label = f"{precision}{', compiled' if key == 'compiled' else ''}"
         compiled = (f"{r['compiled']:.1f} (compile {r['compile s']:.0f} s) | {r['compiled'] / hf:.2f}x"
