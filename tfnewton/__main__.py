@@ -2,8 +2,9 @@
 
 Commands
 --------
-``notebooks DIR [--force] [--book ROOT]``
-    Write every chapter of the book as a runnable ``.ipynb`` into ``DIR``.
+``notebooks DIR [--force] [--book ROOT] [--no-solutions]``
+    Write every chapter of the book as a runnable ``.ipynb`` into ``DIR``
+    (``--no-solutions``: student copies, each exercise's solution an empty cell).
 ``train ...``
     Train an in-context learner; every argument after ``train`` goes to
     :func:`tfnewton.train.main` (``python -m tfnewton train --help`` lists them).
@@ -29,7 +30,20 @@ def _parser() -> argparse.ArgumentParser:
     )
     nb.add_argument("directory", metavar="DIR", help="folder to write into (created if missing; must be empty)")
     nb.add_argument("--force", action="store_true", help="write into a non-empty DIR, overwriting notebooks of the same name")
-    nb.add_argument("--book", metavar="ROOT", default=None, help="the book's folder (holding _toc.yml); default: this repository")
+    nb.add_argument(
+        "--book",
+        metavar="ROOT",
+        default=None,
+        help="the book's folder (holding _toc.yml); default: the clone tfnewton was installed from, "
+        "else the current folder, else the copy of the book inside the installed package",
+    )
+    nb.add_argument(
+        "--no-solutions",
+        dest="solutions",
+        action="store_false",
+        help="student copies: each cell tagged 'solution' becomes an empty cell "
+        "'# Your solution to exercise N.'",
+    )
 
     # Parsed by tfnewton.train itself; listed here so that --help shows it.
     commands.add_parser(
@@ -57,13 +71,25 @@ def main(argv: list[str] | None = None) -> int:
         from tfnewton.notebooks import write_notebooks
 
         try:
-            written = write_notebooks(args.directory, force=args.force, root=args.book)
-        except (FileExistsError, FileNotFoundError, NotADirectoryError) as error:
+            written = write_notebooks(
+                args.directory, force=args.force, root=args.book, solutions=args.solutions
+            )
+        except (FileExistsError, FileNotFoundError, NotADirectoryError, ValueError) as error:
             print(f"python -m tfnewton notebooks: error: {error}", file=sys.stderr)
+            return 2
+        except ModuleNotFoundError as error:  # myst-nb reads the chapters; the book extra has it
+            if (error.name or "").split(".")[0] not in {"myst_nb", "myst_parser", "nbformat"}:
+                raise
+            print(
+                f"python -m tfnewton notebooks: error: {error}; the chapters are read with "
+                "myst-nb, which comes with: pip install 'tfnewton[book]'",
+                file=sys.stderr,
+            )
             return 2
         for path in written:
             print(path)
-        print(f"wrote {len(written)} notebooks into {args.directory}; open them with: jupyter lab {args.directory}")
+        copies = "notebooks" if args.solutions else "student copies (solutions left out)"
+        print(f"wrote {len(written)} {copies} into {args.directory}; open them with: jupyter lab {args.directory}")
         return 0
     raise AssertionError(f"unhandled command {args.command!r}")  # argparse rejects unknown ones
 

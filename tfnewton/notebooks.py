@@ -11,11 +11,25 @@ Pages that hold no code (the API reference) are skipped. Each notebook runs top
 to bottom from a fresh kernel, as the book build runs it. The conversion is
 myst-nb's own reader, the one the book build uses, so a notebook holds exactly
 the cells the built page shows.
+
+Student copies leave the exercises' solutions out::
+
+    python -m tfnewton notebooks handout/ --no-solutions
+
+Every cell tagged ``solution`` (its first line ``# Solution to exercise N.``)
+becomes an empty code cell that reads ``# Your solution to exercise N.``; the
+exercise's text and every other cell stay.
+
+The chapters come from a clone of the repository when the package was installed
+from one (``pip install -e .``), else from the copy of ``_toc.yml`` and
+``book/`` that every wheel carries in ``tfnewton/_book/`` (``setup.py`` puts
+it there at build time), so a plain ``pip install tfnewton`` can write them too.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 __all__ = ["find_book_root", "chapter_files", "chapter_notebook", "write_notebooks"]
@@ -25,6 +39,12 @@ _MYST_EXTENSIONS = ("amsmath", "dollarmath", "colon_fence", "deflist", "substitu
 
 _KERNELSPEC = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
 
+# Where a wheel keeps its copy of the book (written by setup.py's build_py, never committed).
+_PACKAGED_BOOK = Path(__file__).resolve().parent / "_book"
+
+SOLUTION_TAG = "solution"
+_SOLUTION_FIRST_LINE = re.compile(r"#\s*Solution to exercise (\d+)\b", re.IGNORECASE)
+
 
 def find_book_root(root: str | os.PathLike | None = None) -> Path:
     """The folder that holds ``_toc.yml``.
@@ -32,8 +52,9 @@ def find_book_root(root: str | os.PathLike | None = None) -> Path:
     Parameters
     ----------
     root : str or path-like, optional
-        Where to look. By default: the repository this package was installed from
-        (``pip install -e .``), then the current directory.
+        Where to look. By default, the first of: the clone this package was
+        installed from (``pip install -e .``), the current directory, and the copy
+        of the book inside the installed package (``tfnewton/_book``, in every wheel).
 
     Returns
     -------
@@ -42,20 +63,25 @@ def find_book_root(root: str | os.PathLike | None = None) -> Path:
     Raises
     ------
     FileNotFoundError
-        When no ``_toc.yml`` is there (a non-editable install ships no book).
+        When no ``_toc.yml`` is there.
     """
     if root is not None:
         candidates = [Path(root)]
     else:
-        candidates = [Path(__file__).resolve().parent.parent, Path.cwd()]
+        candidates = [Path(__file__).resolve().parent.parent, Path.cwd(), _PACKAGED_BOOK]
     for candidate in candidates:
         if (candidate / "_toc.yml").is_file():
             return candidate.resolve()
     where = ", ".join(str(c) for c in candidates)
-    raise FileNotFoundError(
-        f"no _toc.yml found in {where}: run this from a clone of the tfnewton repository "
-        "(installed with `pip install -e .`) or pass the book's folder with --book"
-    )
+    if root is not None:
+        hint = "pass the folder of a tfnewton clone (the one holding _toc.yml) with --book"
+    else:
+        hint = (
+            "this installation carries no copy of the book (a wheel built by setup.py does): "
+            "reinstall tfnewton from a wheel, run this from a clone of the repository, "
+            "or pass the book's folder with --book"
+        )
+    raise FileNotFoundError(f"no _toc.yml found in {where}: {hint}")
 
 
 def _toc_entries(node) -> list[str]:
@@ -121,7 +147,33 @@ def _is_myst_notebook(text: str) -> bool:
     return isinstance(front, dict) and ("kernelspec" in front or "jupytext" in front)
 
 
-def chapter_notebook(path: str | os.PathLike):
+def _solution_exercise(cell, path: Path, index: int) -> int:
+    """The exercise number a ``solution`` cell answers, read from its first line."""
+    first_line = cell.source.lstrip().split("\n", 1)[0]
+    match = _SOLUTION_FIRST_LINE.match(first_line)
+    if match is None:
+        raise ValueError(
+            f"{path}: cell {index} is tagged {SOLUTION_TAG!r}, so its first line must be "
+            f"'# Solution to exercise N.', but it is {first_line[:80]!r}"
+        )
+    return int(match.group(1))
+
+
+def _without_solutions(nb, path: Path):
+    """Replace every cell tagged ``solution`` by an empty cell for the student's own answer."""
+    import nbformat
+
+    cells = []
+    for index, cell in enumerate(nb.cells):
+        if SOLUTION_TAG in cell.get("metadata", {}).get("tags", []):
+            number = _solution_exercise(cell, path, index)
+            cell = nbformat.v4.new_code_cell(f"# Your solution to exercise {number}.\n")
+        cells.append(cell)
+    nb.cells = cells
+    return nb
+
+
+def chapter_notebook(path: str | os.PathLike, *, solutions: bool = True):
     """Read one chapter as a notebook without outputs, or ``None`` for a page with no code.
 
     Parameters
@@ -129,13 +181,25 @@ def chapter_notebook(path: str | os.PathLike):
     path : str or path-like
         A MyST-markdown notebook (``.md`` with a ``kernelspec`` in its front matter)
         or an ``.ipynb``.
+    solutions : bool, default True
+        False for a student copy: every cell tagged ``solution`` becomes an empty
+        code cell whose only line is ``# Your solution to exercise N.`` (N read from
+        the solution's first line, ``# Solution to exercise N.``).
 
     Returns
     -------
     nbformat.NotebookNode or None
+
+    Raises
+    ------
+    ValueError
+        ``solutions`` is false and a ``solution`` cell does not start with
+        ``# Solution to exercise N.``.
     """
     import nbformat
 
+    if not isinstance(solutions, bool):
+        raise TypeError(f"solutions must be True or False, but got {solutions!r}")
     path = Path(path)
     if path.suffix == ".ipynb":
         nb = nbformat.read(path, as_version=4)
@@ -150,6 +214,8 @@ def chapter_notebook(path: str | os.PathLike):
         nb = read_myst_markdown_notebook(text, config=config, path=path)
     if not any(cell.cell_type == "code" for cell in nb.cells):
         return None
+    if not solutions:
+        nb = _without_solutions(nb, path)
     for cell in nb.cells:
         if cell.cell_type == "code":
             cell.outputs = []
@@ -163,7 +229,11 @@ def chapter_notebook(path: str | os.PathLike):
 
 
 def write_notebooks(
-    directory: str | os.PathLike, *, force: bool = False, root: str | os.PathLike | None = None
+    directory: str | os.PathLike,
+    *,
+    force: bool = False,
+    root: str | os.PathLike | None = None,
+    solutions: bool = True,
 ) -> list[Path]:
     """Write every chapter listed in ``_toc.yml`` as ``NN_name.ipynb`` into ``directory``.
 
@@ -176,6 +246,8 @@ def write_notebooks(
         (other files are left alone).
     root : str or path-like, optional
         The book's folder (see :func:`find_book_root`).
+    solutions : bool, default True
+        False writes student copies (see :func:`chapter_notebook`).
 
     Returns
     -------
@@ -203,10 +275,12 @@ def write_notebooks(
                 "choose an empty or new folder, or pass --force to overwrite the notebooks in it"
             )
     pages = chapter_files(root)
+    # Every chapter is converted before the first file is written: a malformed solution
+    # cell leaves the folder as it was.
+    notebooks = [(page, chapter_notebook(page, solutions=solutions)) for page in pages]
     directory.mkdir(parents=True, exist_ok=True)
     written = []
-    for page in pages:
-        nb = chapter_notebook(page)
+    for page, nb in notebooks:
         if nb is None:
             continue
         target = directory / f"{len(written) + 1:02d}_{page.stem}.ipynb"
