@@ -2,12 +2,16 @@
 
 Build first: ``.venv/bin/jupyter-book build . --all -W -n --keep-going``. Without a build
 these tests skip, except under CI (``CI`` set), where a missing build is a failure.
+``TFNEWTON_BOOK_HTML=/elsewhere/_build/html`` checks a book built elsewhere
+(``--path-output``) instead of ``_build/html``.
 
 Two layers:
 
 * static checks of the HTML (fast, no browser): every chapter page exists, nothing is
   loaded from the network, no widget repr text, figures and math present, the API page
-  documents every public name;
+  documents every public name; as a student reads a page: no Markdown table left as text
+  in a ``<pre>``, every image a captioned figure with alt text, each chapter with code
+  linking its notebook (and that notebook, downloaded, runs in a fresh kernel);
 * headless Chromium (``/usr/bin/chromium``, driven over the DevTools protocol on a pipe
   with the standard library only): math is typeset by the local MathJax, every image
   loads, and no request leaves ``file://``.
@@ -28,12 +32,13 @@ import time
 from html.parser import HTMLParser
 from pathlib import Path
 
+import nbformat
 import pytest
 
 from tfnewton.notebooks import chapter_files
 
 ROOT = Path(__file__).resolve().parent.parent
-HTML = ROOT / "_build" / "html"
+HTML = Path(os.environ.get("TFNEWTON_BOOK_HTML") or ROOT / "_build" / "html").resolve()
 CHROMIUM = "/usr/bin/chromium"
 
 NETWORK = re.compile(r"^\s*(https?:)?//", re.IGNORECASE)
@@ -218,6 +223,208 @@ def test_api_page_lists_every_submodule():
             ]
     missing = [name for name in present if f"automodule:: {name}\n" not in api_source]
     assert not missing, f"add an automodule block (with :members:) for {missing} to book/api.md"
+
+
+# --------------------------------------------------------------------------- as a student reads a page
+
+
+CODE_CELL = re.compile(r"^```\{code-cell\}", re.MULTILINE)
+# A Markdown table's delimiter row: dashes (optionally with alignment colons) between pipes,
+# with or without the outer pipes ("|---|---|", "--- | ---"); the line above holds a pipe.
+_DELIMITER_ROW = re.compile(r"^\s*\|?\s*:?-+:?\s*(\|\s*:?-+:?\s*)+\|?\s*$")
+NOTEBOOK_LINK_TEXT = "Download this chapter as a notebook (.ipynb)"
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".svg", ".gif", ".webp")
+
+
+class _Reader(HTMLParser):
+    """What the article of a page shows: the text of each ``<pre>``, each image with its
+    alt text and the caption of the ``<figure>`` around it (``None`` when there is none),
+    and each link (href, class, text)."""
+
+    def __init__(self):
+        super().__init__()
+        self.pres, self.images, self.links = [], [], []
+        self._article = self._pre = self._caption = 0
+        self._figures = []  # open <figure>s: {"images": [...], "caption": [...]}
+        self._link = None
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "article":
+            self._article += 1
+        if not self._article:
+            return
+        if tag == "pre":
+            self._pre += 1
+            if self._pre == 1:
+                self.pres.append([])
+        elif tag == "figure":
+            self._figures.append({"images": [], "caption": []})
+        elif tag == "figcaption":
+            self._caption += 1
+        elif tag == "img":
+            image = {"src": attrs.get("src") or "", "alt": attrs.get("alt") or "", "caption": None}
+            (self._figures[-1]["images"] if self._figures else self.images).append(image)
+        elif tag == "a" and self._link is None:
+            self._link = {"href": attrs.get("href") or "", "class": attrs.get("class") or "", "text": []}
+
+    def handle_endtag(self, tag):
+        if tag == "article" and self._article:
+            self._article -= 1
+        if not self._article:
+            return
+        if tag == "pre" and self._pre:
+            self._pre -= 1
+        elif tag == "figcaption" and self._caption:
+            self._caption -= 1
+        elif tag == "figure" and self._figures:
+            figure = self._figures.pop()
+            caption = " ".join("".join(figure["caption"]).split())
+            caption = re.sub(r"^Fig\.\s*\d+(\.\d+)*\s*", "", caption).rstrip("#¶ ").strip()
+            for image in figure["images"]:
+                image["caption"] = caption
+            (self._figures[-1]["images"] if self._figures else self.images).extend(figure["images"])
+        elif tag == "a" and self._link is not None:
+            self._link["text"] = " ".join("".join(self._link["text"]).split())
+            self.links.append(self._link)
+            self._link = None
+
+    def handle_data(self, data):
+        if not self._article:
+            return
+        if self._pre:
+            self.pres[-1].append(data)
+        if self._caption and self._figures:
+            self._figures[-1]["caption"].append(data)
+        if self._link is not None:
+            self._link["text"].append(data)
+
+
+def _read(page: Path) -> _Reader:
+    reader = _Reader()
+    reader.feed(page.read_text(encoding="utf-8"))
+    reader.close()
+    return reader
+
+
+def pipe_tables(text: str) -> list[str]:
+    """The Markdown pipe tables in a block of text: each as its header and delimiter rows."""
+    lines = text.splitlines()
+    return [
+        f"{lines[i - 1].strip()}\n{line.strip()}"
+        for i, line in enumerate(lines)
+        if i > 0 and "|" in lines[i - 1] and _DELIMITER_ROW.match(line)
+    ]
+
+
+def image_faults(image: dict) -> list[str]:
+    """What a reader misses about one image: a figure caption, a real alt text."""
+    faults = []
+    if image["caption"] is None:
+        faults.append("not in a <figure>")
+    elif not image["caption"]:
+        faults.append("its <figcaption> is empty")
+    alt, name = image["alt"].strip(), image["src"].split("?")[0].rsplit("/", 1)[-1]
+    # Without image metadata, myst-nb writes the file's path as the alt text.
+    if not alt or alt.lower().endswith(IMAGE_SUFFIXES) or name and name in alt:
+        faults.append(f"no alt text (alt={image['alt']!r})")
+    return faults
+
+
+def _is_code_chapter(source: Path) -> bool:
+    return source.suffix == ".ipynb" or bool(CODE_CELL.search(source.read_text(encoding="utf-8")))
+
+
+def _notebook_links(page: Path) -> list[dict]:
+    return [link for link in _read(page).links if link["text"] == NOTEBOOK_LINK_TEXT]
+
+
+def test_pipe_table_detector():
+    """The detector finds both Markdown layouts and leaves other text with pipes alone."""
+    assert pipe_tables("title\n| a | b |\n|---|:--:|\n| 1 | 2 |") == ["| a | b |\n|---|:--:|"]
+    assert pipe_tables("a | b\n--- | ---\n1 | 2") == ["a | b\n--- | ---"]
+    assert pipe_tables("x = a | b\ny = 1\n----------\nrule") == []
+    assert pipe_tables("header\n--- | ---") == []  # no pipe on the line above
+
+
+def test_image_fault_finder():
+    src = "../_images/0123abcd.png"
+    good = {"src": src, "alt": "Error against step: GD falls slowly.", "caption": "Error."}
+    assert image_faults(good) == []
+    assert image_faults({**good, "caption": None}) == ["not in a <figure>"]
+    assert image_faults({**good, "caption": ""}) == ["its <figcaption> is empty"]
+    for alt in ("", "  ", "_images/0123abcd.png", "plot.png"):
+        assert len(image_faults({**good, "alt": alt})) == 1, alt
+
+
+@pytest.mark.parametrize("source, page", PAGES, ids=PAGE_IDS)
+def test_no_markdown_table_inside_pre(html_dir, source, page):
+    """A table printed as Markdown reaches the page as text in a <pre> block: show a
+    tfnewton.tables.Table (or ProbeTable, ...) as the cell's value instead."""
+    found = [table for pre in _read(page).pres for table in pipe_tables("".join(pre))]
+    assert not found, f"{len(found)} Markdown table(s) shown as text in <pre>:\n" + "\n\n".join(found)
+
+
+@pytest.mark.parametrize("source, page", PAGES, ids=PAGE_IDS)
+def test_every_image_is_a_captioned_figure_with_alt_text(html_dir, source, page):
+    """Every image of the article sits in a <figure> with a caption, and says in its alt
+    text what it shows (myst-nb's ``mystnb: figure: caption`` and ``image: alt``)."""
+    faults = [
+        f"{image['src'].rsplit('/', 1)[-1]}: {'; '.join(problems)}"
+        for image in _read(page).images
+        if (problems := image_faults(image))
+    ]
+    assert not faults, f"{len(faults)} image(s) a reader cannot follow:\n" + "\n".join(faults)
+
+
+@pytest.mark.parametrize("source, page", PAGES, ids=PAGE_IDS)
+def test_code_chapter_links_its_notebook(html_dir, source, page):
+    """Under the title, a relative link to the chapter as a notebook: a valid nbformat 4
+    notebook with every code cell of the chapter and no outputs. Pages without code have none."""
+    links = _notebook_links(page)
+    if not _is_code_chapter(source):
+        assert not links, f"{source.name} has no code but links a notebook"
+        return
+    assert len(links) == 1, f"{page.name}: expected one link {NOTEBOOK_LINK_TEXT!r}, found {len(links)}"
+    href = links[0]["href"]
+    assert href.endswith(".ipynb") and not NETWORK.match(href) and not href.startswith(("/", "file:")), (
+        f"the notebook link must be relative, to work from disk: {href!r}"
+    )
+    html = page.read_text(encoding="utf-8")
+    at, title_end = html.find(NOTEBOOK_LINK_TEXT), html.find("</h1>", html.find("<article"))
+    assert 0 <= title_end < at, "the notebook link is not under the article's title"
+    assert "cell docutils container" not in html[title_end:at] and "<h2" not in html[title_end:at], (
+        "the notebook link is not at the top of the article"
+    )
+    notebook = (page.parent / href).resolve()
+    assert notebook.is_file(), f"{page.name} links {href}, which is not in the build"
+    nb = nbformat.read(notebook, as_version=nbformat.NO_CONVERT)
+    assert nb.nbformat == 4, f"{notebook.name} is nbformat {nb.nbformat}, not 4"
+    nbformat.validate(nb)
+    code = [cell for cell in nb.cells if cell.cell_type == "code"]
+    if source.suffix == ".md":
+        assert len(code) == len(CODE_CELL.findall(source.read_text(encoding="utf-8")))
+    assert code and all(cell.outputs == [] for cell in code), f"{notebook.name} holds outputs"
+
+
+@pytest.mark.slow
+def test_downloaded_notebook_runs_in_a_fresh_kernel(html_dir, tmp_path):
+    """The matrix-inversion chapter, downloaded through its page's link into an empty folder,
+    runs top to bottom in a fresh kernel."""
+    from nbclient import NotebookClient
+
+    page = html_dir / "book" / "matrix_inversion.html"
+    links = _notebook_links(page)
+    assert links, f"{page.name} links no notebook"
+    downloaded = tmp_path / "matrix_inversion.ipynb"
+    shutil.copyfile(page.parent / links[0]["href"], downloaded)
+    nb = nbformat.read(downloaded, as_version=4)
+    NotebookClient(
+        nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+    ).execute()  # raises CellExecutionError on the first failing cell
+    outputs = [output for cell in nb.cells if cell.cell_type == "code" for output in cell.outputs]
+    assert not [output for output in outputs if output.output_type == "error"]
+    assert any("image/png" in output.get("data", {}) for output in outputs), "it drew no figure"
 
 
 # --------------------------------------------------------------------------- headless Chromium
