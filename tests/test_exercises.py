@@ -451,7 +451,103 @@ TRAINED_SPARSE_CHECKERS = {
 
 
 # The chapters' other checkers, one table each (same format as above).
-MATRIX_INVERSION_CHECKERS: dict = {}  # book/matrix_inversion.md
+# --------------------------------------------------------------------------------------
+# The matrix-inversion chapter: the step's layer, the residual from the spectrum, the best α
+# --------------------------------------------------------------------------------------
+from tfnewton.exercises import (  # noqa: E402
+    check_best_newton_alpha,
+    check_newton_schulz_layer,
+    check_residual_from_spectrum,
+)
+from tfnewton.layers import LinearAttention  # noqa: E402
+
+
+def _ns_layer(d, *, dtype=torch.float64, device=None, sign=-1.0, copy=True, q="X", k="A", v="X", out="X"):
+    """The two-head Newton–Schulz layer written by hand; the keywords make its mistakes."""
+    slot = {"A": slice(0, d), "X": slice(d, 2 * d), "E": slice(2 * d, 3 * d)}
+    layer = LinearAttention(3 * d, n_heads=2, head_dim=d, value_dim=d, dtype=dtype, device=device)
+    eye = torch.eye(d, dtype=dtype, device=device)
+    with torch.no_grad():
+        layer.in_proj.zero_()
+        layer.out_proj.zero_()
+        layer.W_Q[0][:, slot[q]], layer.W_K[0][:, slot[k]], layer.W_V[0][:, slot[v]] = eye, eye, eye
+        layer.W_O[0][slot[out], :] = sign * eye
+        if copy:
+            layer.W_Q[1][:, slot["E"]], layer.W_K[1][:, slot["E"]], layer.W_V[1][:, slot["X"]] = eye, eye, eye
+            layer.W_O[1][slot[out], :] = eye
+    return layer
+
+
+def _ns_layer_one_head(d, *, dtype=torch.float64, device=None):
+    """One head of key dimension 2d: ⟨[e_s; A[s,:]], [e_j; −X[:,j]]⟩ = δ_sj − (AX)[s, j]."""
+    A_, X_, E_ = slice(0, d), slice(d, 2 * d), slice(2 * d, 3 * d)
+    layer = LinearAttention(3 * d, n_heads=1, head_dim=2 * d, value_dim=d, dtype=dtype, device=device)
+    eye = torch.eye(d, dtype=dtype, device=device)
+    with torch.no_grad():
+        layer.in_proj.zero_()
+        layer.out_proj.zero_()
+        layer.W_K[0][:d, E_], layer.W_K[0][d:, A_] = eye, eye
+        layer.W_Q[0][:d, E_], layer.W_Q[0][d:, X_] = eye, -eye
+        layer.W_V[0][:, X_], layer.W_O[0][X_, :] = eye, eye
+    return layer
+
+
+class _StreamAfterBlock(torch.nn.Module):
+    def __init__(self, layer):
+        super().__init__()
+        self.layer = layer
+
+    def forward(self, H):
+        return H + self.layer(H)
+
+
+def _spectral_residual(A, alpha, t):
+    return (1 - alpha.unsqueeze(-1) * torch.linalg.svdvals(A) ** 2).abs().amax(-1) ** 2**t
+
+
+def _iterated_residual(A, alpha, t):
+    from tfnewton.algorithms import newton_schulz
+
+    X = newton_schulz(A, t, alpha=alpha)[t]
+    return torch.linalg.matrix_norm(_eye_like(A) - X @ A, ord=2)
+
+
+def _gram_extremes(A):
+    lam = torch.linalg.eigvalsh(A.mT @ A)  # σ_i², ascending
+    return lam[..., -1], lam[..., 0]
+
+
+MATRIX_INVERSION_CHECKERS: dict = {  # book/matrix_inversion.md
+    "newton_schulz_layer": (check_newton_schulz_layer, [_ns_layer, _ns_layer_one_head], {
+        "plus XAX": (lambda d, **kw: _ns_layer(d, sign=+1.0, **kw), ["adds XAX", "W_O = −I"]),
+        "no copy head": (lambda d, **kw: _ns_layer(d, copy=False, **kw), ["copy head is missing"]),
+        "value from A": (lambda d, **kw: _ns_layer(d, v="A", **kw), ["value reads slot A"]),
+        "slot A written": (lambda d, **kw: _ns_layer(d, out="A", **kw), ["writes into slot A"]),
+        "stream returned": (lambda d, **kw: _StreamAfterBlock(_ns_layer(d, **kw)), ["H + layer(H)"]),
+        "dtype ignored": (lambda d, dtype=None, device=None: _ns_layer(d, device=device), ["weights are float64", "dtype=dtype"]),
+    }),
+    "residual_from_spectrum": (check_residual_from_spectrum, [_spectral_residual, _iterated_residual], {
+        "gd exponent": (lambda A, alpha, t: _spectral_residual(A, alpha, 0) ** (t + 1), ["t + 1", "2^t"]),
+        "2t": (lambda A, alpha, t: _spectral_residual(A, alpha, 0) ** (2 * t), ["exponent is 2t"]),
+        "sigma not squared": (lambda A, alpha, t: (1 - alpha.unsqueeze(-1) * torch.linalg.svdvals(A)).abs().amax(-1)
+                              ** 2**t, ["not squared"]),
+        "no abs": (lambda A, alpha, t: (1 - alpha.unsqueeze(-1) * torch.linalg.svdvals(A) ** 2).amax(-1)
+                   ** 2**t, ["absolute value is missing"]),
+        "smallest": (lambda A, alpha, t: (1 - alpha.unsqueeze(-1) * torch.linalg.svdvals(A) ** 2).abs().amin(-1)
+                     ** 2**t, ["smallest"]),
+    }),
+    "best_newton_alpha": (check_best_newton_alpha, [
+        lambda A: (lambda s: 2 / (s[..., 0] ** 2 + s[..., -1] ** 2))(torch.linalg.svdvals(A)),
+        lambda A: (lambda hi, lo: 2 / (hi + lo))(*_gram_extremes(A)),
+    ], {
+        "default": (lambda A: 1 / torch.linalg.matrix_norm(A, ord=2) ** 2, ["default 1/σ_max²"]),
+        "boundary": (lambda A: 2 / torch.linalg.matrix_norm(A, ord=2) ** 2, ["edge of the stable range"]),
+        "not squared": (lambda A: (lambda s: 2 / (s[..., 0] + s[..., -1]))(torch.linalg.svdvals(A)), ["not squared"]),
+        "eigenvalues": (lambda A: (lambda m: 2 / (m.amax(-1) ** 2 + m.amin(-1) ** 2))(
+            torch.linalg.eigvals(A).abs().to(A.dtype)), ["eigenvalues of A"]),
+        "half": (lambda A: (lambda hi, lo: 1 / (hi + lo))(*_gram_extremes(A)), ["constant factor", "0.5 times"]),
+    }),
+}
 LINEAR_REGRESSION_CHECKERS: dict = {}  # book/linear_regression.md
 PROBING_YOUR_MODEL_CHECKERS: dict = {}  # book/probing_your_model.md
 TRAINING_CHECKERS: dict = {}  # book/training.md

@@ -78,6 +78,9 @@ __all__ = [
     "tolerance",
     "check_newton_schulz_step",
     # matrix inversion (more)
+    "check_newton_schulz_layer",
+    "check_residual_from_spectrum",
+    "check_best_newton_alpha",
     # linear regression
     # probing your model
     "check_loss_derivative",
@@ -406,6 +409,248 @@ def check_newton_schulz_step(fn: Callable, *, device=None) -> None:
 # Logistic regression (book/logistic_regression.md)
 # --------------------------------------------------------------------------------------
 # ---------------------------------------------------------------------- matrix inversion (more)
+def check_newton_schulz_layer(fn: Callable, *, device=None) -> None:
+    r"""Check a hand-written Newton–Schulz layer: ``fn(d, dtype=..., device=...)`` must return a
+    layer whose output on the stream ``[A | X_tᵀ | I]`` is the construction's.
+
+    Parameters
+    ----------
+    fn : callable
+        ``fn(d, *, dtype, device) -> layer``, a :class:`tfnewton.layers.LinearAttention` (or
+        any module) of width ``3d`` whose weights the student wrote; ``layer(H)`` maps a
+        stream ``H`` of shape ``(B, d, 3d)`` to the layer's output, shape ``(B, d, 3d)``,
+        *without* the residual connection.
+    device : str or torch.device, optional
+        Where the cases live (default CPU).
+
+    Raises
+    ------
+    ExerciseError
+        On the first case answered wrongly, saying what is wrong (the sign of ``XAX``, a
+        missing copy head, the value read from the wrong slot, the wrong slot written, the
+        residual connection added twice, ...).
+
+    Notes
+    -----
+    The reference is the first block of
+    :func:`tfnewton.constructions.newton_schulz_transformer` applied to the same streams:
+    token ``j`` holds ``[A[j, :] | X_t[:, j] | e_j]``, with ``X_t`` the ``t``-th
+    Newton–Schulz iterate (``t`` = 0, 1, 2) of a random non-symmetric ``A``, so any layer
+    that computes ``X_t − X_tAX_t`` in slot ``"X"`` (and nothing elsewhere) passes, one
+    head or two. (Swapping the XAX head's query and key passes too: it forms ``X(AX)ᵀ``, and
+    ``AX_t`` is symmetric for every iterate, ``X_t`` being a polynomial in ``AᵀA`` times ``Aᵀ``.)
+    Five cases, ``d`` from 2 to 6, batches of 1 to 6, one in float32.
+    """
+    from .constructions import newton_schulz_transformer
+
+    if not callable(fn):
+        raise TypeError(f"fn must be a function (your solution), got {describe(fn)}")
+    device = check_device(device)
+    generator = torch.Generator().manual_seed(3)
+    cases = []
+    for B, d, kappa, t, dtype in ((4, 3, 10.0, 0, torch.float64), (1, 5, 5.0, 1, torch.float64),
+                                  (6, 2, 20.0, 2, torch.float64), (3, 6, 10.0, 1, torch.float64),
+                                  (2, 4, 10.0, 1, torch.float32)):
+        A = sample_matrices(B, d, kappa, generator=generator, dtype=torch.float64)
+        model = newton_schulz_transformer(d, max(t, 1))
+        H = model.hidden_states(A)[t]  # (B, d, 3d): [A | X_tᵀ | I]
+        expected = model.blocks[0].layer(H)
+        cases.append(((H.to(device=device, dtype=dtype),), expected.to(device=device, dtype=dtype)))
+
+    layers = {}  # (d, dtype) -> the student's layer, built once and checked for its dtype
+    for (H,), _ in cases:
+        d = H.shape[-1] // 3
+        where = f"when called as fn({d}, dtype={H.dtype}, device={str(H.device)!r})"
+        layer = _call(lambda: fn(d, dtype=H.dtype, device=H.device), (), "newton_schulz_layer", where)
+        for p in layer.parameters() if isinstance(layer, torch.nn.Module) else ():
+            if p.dtype != H.dtype or p.device != H.device:
+                raise ExerciseError(
+                    f"newton_schulz_layer is wrong: the layer's weights are "
+                    f"{str(p.dtype).removeprefix('torch.')} on {p.device} for a "
+                    f"{str(H.dtype).removeprefix('torch.')} stream on {H.device} ({where}): build it "
+                    "with dtype=dtype and device=device (LinearAttention(..., dtype=dtype, device=device)) "
+                    "and create the identity blocks the same way."
+                )
+        layers[d, H.dtype] = layer
+
+    def newton_schulz_layer(H):
+        return layers[H.shape[-1] // 3, H.dtype](H)
+
+    def slots(H):
+        d = H.shape[-1] // 3
+        return d, H[..., :d], H[..., d:2 * d].mT  # d, A, X
+
+    def writing(H, into, value):  # an output that is `value`ᵀ in one slot, zero elsewhere
+        d, _, _ = slots(H)
+        out = torch.zeros_like(H)
+        out[..., into * d:(into + 1) * d] = value.mT
+        return out
+
+    check_function(
+        newton_schulz_layer,
+        cases,
+        name="newton_schulz_layer",
+        known_mistakes={
+            "the XAX head adds XAX to slot X (its W_O is +I); it must subtract it (W_O = −I), "
+            "so that the block gives 2X − XAX":
+                lambda H: (lambda d, A, X: writing(H, 1, X + X @ A @ X))(*slots(H)),
+            "the copy head is missing: your layer writes −XAX only, so the block gives X − XAX; "
+            "a second head with one-hot query and key (slot E) must add X":
+                lambda H: (lambda d, A, X: writing(H, 1, -X @ A @ X))(*slots(H)),
+            "the XAX head's value reads slot A instead of slot X: it forms AᵀAX":
+                lambda H: (lambda d, A, X: writing(H, 1, X - A.mT @ A @ X))(*slots(H)),
+            "your layer writes into slot A (coordinates 0 to d − 1); W_O must write into slot X "
+            "(coordinates d to 2d − 1), so that the next layer still reads A":
+                lambda H: (lambda d, A, X: writing(H, 0, X - X @ A @ X))(*slots(H)),
+            "you return the stream after the block, H + layer(H): return the layer's output "
+            "alone (the block's residual connection adds H)":
+                lambda H: H + (lambda d, A, X: writing(H, 1, X - X @ A @ X))(*slots(H)),
+        },
+    )
+
+
+def _residual_norms(A: torch.Tensor, alpha: torch.Tensor, steps: int) -> torch.Tensor:
+    """``‖I − X_t A‖₂`` of :func:`~tfnewton.algorithms.newton_schulz`'s iterates, shape (steps + 1, B)."""
+    eye = torch.eye(A.shape[-1], dtype=A.dtype, device=A.device)
+    return torch.linalg.matrix_norm(eye - newton_schulz(A, steps, alpha=alpha) @ A, ord=2)
+
+
+def check_residual_from_spectrum(fn: Callable, *, device=None) -> None:
+    r"""Check the residual predicted from the spectrum: ``fn(A, alpha, t)`` must return
+    ``‖I − X_tA‖₂ = max_i |1 − ασ_i²|^(2^t)`` for every problem, without iterating.
+
+    Parameters
+    ----------
+    fn : callable
+        ``fn(A, alpha, t) -> Tensor of shape (B,)`` for ``A`` of shape ``(B, d, d)``, the
+        start's scale ``alpha`` of shape ``(B,)`` (``X₀ = αAᵀ``) and a step ``t >= 0``
+        (an int), in the inputs' dtype and on their device.
+    device : str or torch.device, optional
+        Where the cases live (default CPU).
+
+    Raises
+    ------
+    ExerciseError
+        On the first case answered wrongly, saying what is wrong (gradient descent's
+        exponent ``t + 1``, ``2t`` for ``2^t``, ``σ_i`` not squared, the absolute value
+        forgotten, the smallest factor instead of the largest, ...).
+
+    Notes
+    -----
+    The reference runs :func:`tfnewton.algorithms.newton_schulz` for ``t`` steps and takes
+    the spectral norm of ``I − X_tA``. ``α`` is drawn in ``(0.5, 1.9)/σ_max²`` so that in some
+    problems the top singular value's factor ``1 − ασ_max² < 0`` is the largest in size;
+    ``t`` from 0 to 3 with the residual above ``1e-5``, where the iterates' rounding is far
+    below the tolerance. Five cases, ``d`` from 2 to 6, batches of 1 to 6, one in float32.
+    """
+    device = check_device(device)
+    generator = torch.Generator().manual_seed(5)
+    cases = []
+    for B, d, kappa, t, dtype in ((4, 3, 3.0, 1, torch.float64), (1, 5, 10.0, 2, torch.float64),
+                                  (6, 2, 2.0, 3, torch.float64), (3, 6, 20.0, 0, torch.float64),
+                                  (5, 4, 4.0, 2, torch.float32)):
+        A = sample_matrices(B, d, kappa, generator=generator, dtype=torch.float64)
+        alpha = (0.5 + 1.4 * torch.rand(B, generator=generator, dtype=torch.float64)) * default_newton_alpha(A)
+        expected = _residual_norms(A, alpha, t)[t]
+        A, alpha, expected = (v.to(device=device, dtype=dtype) for v in (A, alpha, expected))
+        cases.append(((A, alpha, t), expected))
+
+    def factors(A, alpha):  # (B, d): 1 − ασ_i²
+        return 1 - alpha.unsqueeze(-1) * torch.linalg.svdvals(A) ** 2
+
+    check_function(
+        fn,
+        cases,
+        name="residual_from_spectrum",
+        known_mistakes={
+            "the exponent is t + 1, gradient descent's (R_t = R_0^(t+1)); Newton–Schulz squares "
+            "the residual every step, so R_t = R_0^(2^t)":
+                lambda A, alpha, t: factors(A, alpha).abs().amax(-1) ** (t + 1),
+            "the exponent is 2t; squaring t times gives the power 2^t":
+                lambda A, alpha, t: factors(A, alpha).abs().amax(-1) ** (2 * t),
+            "σ_i is not squared: R_0 = I − αAᵀA has the eigenvalues 1 − ασ_i², not 1 − ασ_i":
+                lambda A, alpha, t: (1 - alpha.unsqueeze(-1) * torch.linalg.svdvals(A)).abs().amax(-1) ** 2**t,
+            "the absolute value is missing: for α > 1/σ_max² the top factor 1 − ασ_max² is negative "
+            "and can be the largest in size; the norm is max_i |1 − ασ_i²|, not max_i (1 − ασ_i²)":
+                lambda A, alpha, t: factors(A, alpha).amax(-1) ** 2**t,
+            "you take the smallest |1 − ασ_i²|; the spectral norm is the largest":
+                lambda A, alpha, t: factors(A, alpha).abs().amin(-1) ** 2**t,
+        },
+    )
+
+
+def _best_alpha_by_search(A: torch.Tensor, iterations: int = 80) -> torch.Tensor:
+    """The ``α`` that minimizes ``‖I − X₀A‖₂`` (``X₀`` from :func:`~tfnewton.algorithms.newton_schulz`),
+    by golden-section search on ``(0, 2/σ_max²)``; ``‖I − αAᵀA‖₂`` is convex in ``α``."""
+    ratio = (5**0.5 - 1) / 2
+    lo, hi = torch.zeros_like(default_newton_alpha(A)), 2 * default_newton_alpha(A)
+    for _ in range(iterations):
+        a, b = hi - ratio * (hi - lo), lo + ratio * (hi - lo)
+        fa, fb = _residual_norms(A, a.clamp(min=1e-300), 0)[0], _residual_norms(A, b, 0)[0]
+        lo, hi = torch.where(fa <= fb, lo, a), torch.where(fa <= fb, b, hi)
+    return (lo + hi) / 2
+
+
+def check_best_newton_alpha(fn: Callable, *, device=None) -> None:
+    r"""Check the best start: ``fn(A)`` must return the ``α`` that minimizes ``‖I − αAᵀA‖₂``,
+    ``α = 2/(σ_max² + σ_min²)``, for every problem.
+
+    Parameters
+    ----------
+    fn : callable
+        ``fn(A) -> Tensor of shape (B,)`` for ``A`` of shape ``(B, d, d)``, in its dtype and
+        on its device.
+    device : str or torch.device, optional
+        Where the cases live (default CPU).
+
+    Raises
+    ------
+    ExerciseError
+        On the first case answered wrongly, saying what is wrong (the library's default
+        ``1/σ_max²``, the boundary ``2/σ_max²``, the singular values not squared, the
+        eigenvalues of a non-symmetric ``A``, ...).
+
+    Notes
+    -----
+    The reference minimizes the spectral norm of ``I − X₀A``, with ``X₀`` from
+    :func:`tfnewton.algorithms.newton_schulz` (0 steps), by golden-section search: the
+    minimizer is found numerically, not from the formula. Five cases of random
+    non-symmetric matrices (:func:`tfnewton.tasks.sample_matrices`, ``κ`` from 2 to 50),
+    batches of 1 to 6, one in float32.
+    """
+    device = check_device(device)
+    generator = torch.Generator().manual_seed(7)
+    cases = []
+    for B, d, kappa, dtype in ((4, 3, 10.0, torch.float64), (1, 5, 2.0, torch.float64),
+                               (6, 2, 50.0, torch.float64), (3, 6, 5.0, torch.float64),
+                               (5, 4, 10.0, torch.float32)):
+        A = sample_matrices(B, d, kappa, generator=generator, dtype=torch.float64)
+        expected = _best_alpha_by_search(A)
+        cases.append(((A.to(device=device, dtype=dtype),), expected.to(device=device, dtype=dtype)))
+
+    def extremes(A):  # σ_max, σ_min, shape (B,) each
+        s = torch.linalg.svdvals(A)
+        return s[..., 0], s[..., -1]
+
+    check_function(
+        fn,
+        cases,
+        name="best_newton_alpha",
+        known_mistakes={
+            "you return the library's default 1/σ_max²: safe, but it leaves 1 − 1/κ² at the small "
+            "end and 0 at the large one; the best α balances the two ends, 1 − ασ_min² = ασ_max² − 1":
+                lambda A: default_newton_alpha(A),
+            "you return 2/σ_max², the edge of the stable range, where the top factor 1 − ασ_max² is "
+            "−1 and never shrinks; balance the two ends instead":
+                lambda A: 2 * default_newton_alpha(A),
+            "the singular values are not squared: 2/(σ_max + σ_min) balances 1 − ασ_i, but "
+            "R₀ = I − αAᵀA has the factors 1 − ασ_i²":
+                lambda A: (lambda hi, lo: 2 / (hi + lo))(*extremes(A)),
+            "you use the eigenvalues of A; A is not symmetric, and R₀ = I − αAᵀA depends on its "
+            "singular values (the eigenvalues of AᵀA are σ_i²)":
+                lambda A: (lambda m: 2 / (m.amax(-1) ** 2 + m.amin(-1) ** 2))(torch.linalg.eigvals(A).abs().to(A.dtype)),
+        },
+    )
 
 
 # ---------------------------------------------------------------------- linear regression
