@@ -548,8 +548,175 @@ MATRIX_INVERSION_CHECKERS: dict = {  # book/matrix_inversion.md
         "half": (lambda A: (lambda hi, lo: 1 / (hi + lo))(*_gram_extremes(A)), ["constant factor", "0.5 times"]),
     }),
 }
-LINEAR_REGRESSION_CHECKERS: dict = {}  # book/linear_regression.md
-PROBING_YOUR_MODEL_CHECKERS: dict = {}  # book/probing_your_model.md
+# --------------------------------------------------------------------------------------
+# The linear-regression chapter: GD as an attention layer, Iterative Newton's and GD's iterates
+# --------------------------------------------------------------------------------------
+from tfnewton.exercises import (  # noqa: E402
+    check_gd_least_squares_iterate,
+    check_gd_residual_update,
+    check_newton_least_squares_iterate,
+)
+
+
+def _newton_iterate(X, y, steps, *, start="S", norm=2):
+    S = X.mT @ X
+    alpha = 1 / torch.linalg.matrix_norm(S, ord=norm).reshape(-1, 1, 1) ** 2  # 1/λ_max(S)² for norm=2
+    M = alpha * (S if start == "S" else torch.eye(S.shape[-1], dtype=S.dtype))
+    for _ in range(steps):
+        M = 2 * M - M @ S @ M
+    return (M @ (X.mT @ y.unsqueeze(-1))).squeeze(-1)
+
+
+def _newton_iterate_normalized(X, y, steps):
+    """On S/n and Xᵀy/n: the iterates are the same (M_k scales by n, Xᵀy by 1/n)."""
+    n = X.shape[1]
+    return _newton_iterate(X / n**0.5, y / n**0.5, steps)
+
+
+def _gd_iterate(X, y, steps, *, step=None, mean=True, loop=None):
+    n = X.shape[1]
+    H = X.mT @ X / n
+    eta = 1 / torch.linalg.eigvalsh(H)[:, -1:] if step is None else step(H)
+    w = torch.zeros_like(X[:, 0])
+    for _ in range(steps if loop is None else loop(steps)):
+        grad = (X.mT @ ((X @ w.unsqueeze(-1)).squeeze(-1) - y).unsqueeze(-1)).squeeze(-1)
+        w = w - eta * grad / (n if mean else 1)
+    return w
+
+
+def _gd_iterate_by_residuals(X, y, steps):
+    """The same iterate through the residuals, as the Transformer computes it."""
+    n = X.shape[1]
+    eta = 1 / torch.linalg.eigvalsh(X.mT @ X / n)[:, -1:]
+    w, r = torch.zeros_like(X[:, 0]), y
+    for _ in range(steps):
+        dw = eta * (X.mT @ r.unsqueeze(-1)).squeeze(-1) / n
+        w, r = w + dw, r - (X @ dw.unsqueeze(-1)).squeeze(-1)
+    return w
+
+
+def _residual_update(X, r, lr):
+    return r - lr / X.shape[1] * (X @ (X.mT @ r.unsqueeze(-1))).squeeze(-1)
+
+
+LINEAR_REGRESSION_CHECKERS = {
+    "gd_residual_update": (check_gd_residual_update, [
+        _residual_update,
+        lambda X, r, lr: r - lr * torch.einsum("bjd,bid,bj->bi", X, X, r) / X.shape[1],
+    ], {
+        "no 1/n": (lambda X, r, lr: _residual_update(X, r, lr * X.shape[1]), ["lacks its 1/n"]),
+        "uphill": (lambda X, r, lr: _residual_update(X, r, -lr), ["uphill"]),
+        "the change": (lambda X, r, lr: _residual_update(X, r, lr) - r, ["return the change"]),
+        "diagonal": (lambda X, r, lr: r - lr / X.shape[1] * (X * X).sum(-1) * r, ["with itself only"]),
+        "one problem": (lambda X, r, lr: _residual_update(X[:1], r[:1], lr).expand_as(r), ["not batched"]),
+    }),
+    "newton_least_squares_iterate": (check_newton_least_squares_iterate, [
+        _newton_iterate, _newton_iterate_normalized,
+    ], {
+        "one too few": (lambda X, y, steps: _newton_iterate(X, y, max(steps - 1, 0)), ["one step too few"]),
+        "one too many": (lambda X, y, steps: _newton_iterate(X, y, steps + 1), ["one step too many"]),
+        "identity start": (lambda X, y, steps: _newton_iterate(X, y, steps, start="identity"), ["M₀ = αI"]),
+        "Frobenius": (lambda X, y, steps: _newton_iterate(X, y, steps, norm="fro"), ["Frobenius"]),
+        "the limit": (lambda X, y, steps: torch.linalg.lstsq(X, y.unsqueeze(-1)).solution.squeeze(-1), ["the limit"]),
+        "Xᵀy/n": (lambda X, y, steps: _newton_iterate_normalized(X, y, steps) * X.shape[1], ["constant factor"]),
+    }),
+    "gd_least_squares_iterate": (check_gd_least_squares_iterate, [_gd_iterate, _gd_iterate_by_residuals], {
+        "no 1/n in the step": (lambda X, y, s: _gd_iterate(X, y, s, step=lambda H: 1 / (
+            X.shape[1] * torch.linalg.eigvalsh(H)[:, -1:])), ["n times too small"]),
+        "boundary": (lambda X, y, s: _gd_iterate(X, y, s, step=lambda H: 2 / torch.linalg.eigvalsh(H)[:, -1:]),
+                     ["edge of the stable range"]),
+        "one step size": (lambda X, y, s: _gd_iterate(X, y, s, step=lambda H: 1 / torch.linalg.eigvalsh(H)[:, -1].max()),
+                          ["one step size for the whole batch"]),
+        "summed": (lambda X, y, s: _gd_iterate(X, y, s, mean=False), ["sums over the n points"]),
+        "one too few": (lambda X, y, s: _gd_iterate(X, y, s, loop=lambda s: s - 1), ["one step too few"]),
+    }),
+}
+
+# --------------------------------------------------------------------------------------
+# The probing chapter: a held-out ridge probe's R², similarity of errors, the Newton-GD gap
+# --------------------------------------------------------------------------------------
+from tfnewton.exercises import check_held_out_r2, check_newton_gd_gap, check_similarity_of_errors  # noqa: E402
+
+
+def _held_out_r2(F, t, F_test, t_test, lam, *, in_sample=False, scale=True, own_stats=False, lam_n=True,
+                 intercept=True, ddof=1):
+    mean, std = F.mean(1, keepdim=True), F.std(1, keepdim=True, correction=ddof)
+    if not scale:
+        std = torch.ones_like(std)
+    Z = (F - mean) / std
+    Zt = (F_test - F_test.mean(1, keepdim=True)) / F_test.std(1, keepdim=True) if own_stats else (F_test - mean) / std
+    t_mean = t.mean(1, keepdim=True) if intercept else 0 * t[:, :1]
+    N, P = F.shape[1:]
+    A = Z.mT @ Z + (N if lam_n else 1) * lam * torch.eye(P, dtype=F.dtype)
+    W = torch.linalg.solve(A, Z.mT @ (t - t_mean).unsqueeze(-1))
+    if in_sample:
+        Zt, t_test = Z, t
+    pred = (Zt @ W).squeeze(-1) + t_mean
+    return 1 - ((pred - t_test) ** 2).sum(1) / ((t_test - t_test.mean(1, keepdim=True)) ** 2).sum(1)
+
+
+def _held_out_r2_by_lstsq(F, t, F_test, t_test, lam):
+    """Ridge as least squares on rows stacked with √(Nλ)·I (no normal equations)."""
+    mean, std = F.mean(1, keepdim=True), F.std(1, keepdim=True)
+    Z, Zt = (F - mean) / std, (F_test - mean) / std
+    B, N, P = F.shape
+    rows = torch.cat([Z, (N * lam) ** 0.5 * torch.eye(P, dtype=F.dtype).expand(B, P, P)], 1)
+    target = torch.cat([t - t.mean(1, keepdim=True), torch.zeros(B, P, dtype=F.dtype)], 1)
+    W = torch.linalg.lstsq(rows, target.unsqueeze(-1)).solution
+    pred = (Zt @ W).squeeze(-1) + t.mean(1, keepdim=True)
+    residual, spread = pred - t_test, t_test - t_test.mean(1, keepdim=True)
+    return 1 - residual.pow(2).sum(1) / spread.pow(2).sum(1)
+
+
+def _cosine(u, v):
+    return (u * v).sum(-1) / (u.norm(dim=-1) * v.norm(dim=-1))
+
+
+def _best(preds, algo, y, *, per_prompt=False, residuals=True):
+    sim = _cosine((preds - y)[:, None] if residuals else preds[:, None], (algo - y)[None] if residuals else algo[None])
+    return sim.max(1).values.mean(-1) if per_prompt else sim.mean(-1).max(-1).values  # (L,)
+
+
+def _gap(p, a, b, y, **kw):
+    return _best(p, a, y, **kw) - _best(p, b, y, **kw)
+
+
+PROBING_YOUR_MODEL_CHECKERS = {
+    "held_out_r2": (check_held_out_r2, [_held_out_r2, _held_out_r2_by_lstsq], {
+        "in-sample": (lambda *a: _held_out_r2(*a, in_sample=True), ["fit on (in-sample R²)"]),
+        "not standardized": (lambda *a: _held_out_r2(*a, scale=False), ["not standardized"]),
+        "test statistics": (lambda *a: _held_out_r2(*a, own_stats=True), ["their own mean and scale"]),
+        "penalty not scaled": (lambda *a: _held_out_r2(*a, lam_n=False), ["not scaled by N"]),
+        "no intercept": (lambda *a: _held_out_r2(*a, intercept=False), ["no intercept"]),
+        "population std": (lambda *a: _held_out_r2(*a, ddof=0), ["population standard deviation"]),
+    }),
+    "similarity_of_errors": (check_similarity_of_errors, [
+        lambda a, b, y: _cosine(a - y, b - y),
+        lambda a, b, y: torch.nn.functional.cosine_similarity(y - a, y - b, dim=-1),
+    ], {
+        "predictions": (lambda a, b, y: _cosine(a, b), ["predictions themselves"]),
+        "correlation": (lambda a, b, y: _cosine(a - y - (a - y).mean(-1, keepdim=True),
+                                                b - y - (b - y).mean(-1, keepdim=True)), ["correlation"]),
+        "dot product": (lambda a, b, y: ((a - y) * (b - y)).sum(-1), ["not divided by their norms"]),
+        "opposite residuals": (lambda a, b, y: _cosine(y - a, b - y), ["sign is flipped"]),
+        "mean over prompts": (lambda a, b, y: _cosine(a - y, b - y).mean(), ["shape is wrong"]),
+    }),
+    "newton_gd_gap": (check_newton_gd_gap, [
+        _gap,
+        lambda p, a, b, y: torch.tensor([max(float(_cosine(q - y, s - y).mean()) for s in a)
+                                         - max(float(_cosine(q - y, s - y).mean()) for s in b)
+                                         for q in p], dtype=p.dtype),
+    ], {
+        "per prompt": (lambda p, a, b, y: _gap(p, a, b, y, per_prompt=True), ["best step for each prompt"]),
+        "mean over steps": (lambda p, a, b, y: (_cosine((p - y)[:, None], (a - y)[None]).mean(-1).mean(-1)
+                                                - _cosine((p - y)[:, None], (b - y)[None]).mean(-1).mean(-1)),
+                            ["average the similarity over the steps"]),
+        "last step": (lambda p, a, b, y: _gap(p, a[-1:], b[-1:], y), ["last step"]),
+        "predictions": (lambda p, a, b, y: _gap(p, a, b, y, residuals=False), ["predictions themselves"]),
+        "unsigned": (lambda p, a, b, y: _gap(p, a, b, y).abs(), ["without its sign"]),
+        "GD minus Newton": (lambda p, a, b, y: _gap(p, b, a, y), ["sign is flipped"]),
+    }),
+}
 TRAINING_CHECKERS: dict = {}  # book/training.md
 LINEAR_REGRESSION_PROBES_CHECKERS: dict = {}  # book/linear_regression_probes.md
 

@@ -82,7 +82,13 @@ __all__ = [
     "check_residual_from_spectrum",
     "check_best_newton_alpha",
     # linear regression
+    "check_gd_residual_update",
+    "check_newton_least_squares_iterate",
+    "check_gd_least_squares_iterate",
     # probing your model
+    "check_held_out_r2",
+    "check_similarity_of_errors",
+    "check_newton_gd_gap",
     "check_loss_derivative",
     "check_newton_decrement",
     "check_damped_newton_step",
@@ -654,9 +660,511 @@ def check_best_newton_alpha(fn: Callable, *, device=None) -> None:
 
 
 # ---------------------------------------------------------------------- linear regression
+def _least_squares_cases(generator, shapes):
+    """Prompts ``(X, y)`` in float64 for the regression checkers, with the case's dtype.
+
+    ``shapes`` holds ``(B, n, d, κ(Σ), dtype)``; ``n ≠ d`` everywhere, so ``XXᵀ`` and
+    ``XᵀX`` cannot be confused without a shape error.
+    """
+    from .tasks import sample_linear_regression
+
+    out = []
+    for B, n, d, kappa, dtype in shapes:
+        task = sample_linear_regression(B, n, d, condition_number=kappa, generator=generator,
+                                        dtype=torch.float64)
+        out.append((task.X, task.y, dtype))
+    return out
+
+
+def check_gd_residual_update(fn: Callable, *, device=None) -> None:
+    r"""Check gradient descent as one attention layer: ``fn(X, r, lr)`` must return the residuals
+    after one more step, ``r_i − (lr/n) Σ_j r_j ⟨x_j, x_i⟩``.
+
+    With ``r = y − Xw_t`` the residuals of gradient descent's iterate ``w_t`` on
+    ``L(w) = (1/2n)‖y − Xw‖²``, the step ``w_{t+1} = w_t + (lr/n) Xᵀr`` changes them to
+    ``r − (lr/n) XXᵀr``: a value (``r_j``) times a key–query product (``⟨x_j, x_i⟩``), summed
+    over the tokens ``j``.
+
+    Parameters
+    ----------
+    fn : callable
+        ``fn(X, r, lr) -> Tensor of shape (B, n)`` for ``X`` of shape ``(B, n, d)``, residuals
+        ``r`` of shape ``(B, n)`` and a float ``lr``.
+    device : str or torch.device, optional
+        Where the cases live (default CPU).
+
+    Raises
+    ------
+    ExerciseError
+        On the first case answered wrongly, saying what is wrong (the 1/n missing, the step
+        uphill, the change instead of the new residuals, each residual updated with itself
+        only, ...).
+
+    Notes
+    -----
+    The cases are the residuals ``y − Xw_t`` (``t`` = 0 to 3) of the iterates of
+    :func:`tfnewton.algorithms.gradient_descent_least_squares` with a step ``lr`` between
+    0.5 and 1.5 times ``1/λ_max(XᵀX/n)``; the reference is ``y − Xw_{t+1}``. Prompts of
+    :func:`tfnewton.tasks.sample_linear_regression` (``κ(Σ)`` from 1 to 100), batches of 1
+    to 6; four cases in float64 and one in float32.
+    """
+    from .algorithms import gradient_descent_least_squares
+
+    device = check_device(device)
+    generator = torch.Generator().manual_seed(61)
+    shapes = ((4, 12, 3, 1.0, torch.float64), (1, 8, 5, 10.0, torch.float64),
+              (6, 20, 4, 100.0, torch.float64), (3, 5, 7, 10.0, torch.float64),
+              (2, 16, 3, 10.0, torch.float32))
+    cases = []
+    for (X, y, dtype), t in zip(_least_squares_cases(generator, shapes), (0, 1, 3, 2, 1)):
+        n = X.shape[1]
+        top = torch.linalg.eigvalsh(X.mT @ X / n)[:, -1].max()
+        lr = float(0.5 + torch.rand((), generator=generator, dtype=torch.float64)) / float(top)
+        w = gradient_descent_least_squares(X, y, t + 1, lr=lr)  # (t + 2, B, d)
+        r_t, r_next = (y - (X @ w[s].unsqueeze(-1)).squeeze(-1) for s in (t, t + 1))
+        X, r_t, r_next = (v.to(device=device, dtype=dtype) for v in (X, r_t, r_next))
+        cases.append(((X, r_t, lr), r_next))
+
+    def change(X, r, lr):
+        return (X @ (X.mT @ r.unsqueeze(-1))).squeeze(-1) * lr / X.shape[1]  # (lr/n) XXᵀr
+
+    check_function(
+        fn,
+        cases,
+        name="gd_residual_update",
+        known_mistakes={
+            "the update lacks its 1/n: the loss is the mean (1/2n)‖y − Xw‖², so each step moves the "
+            "residuals by (lr/n) Σ_j r_j ⟨x_j, x_i⟩":
+                lambda X, r, lr: r - change(X, r, lr) * X.shape[1],
+            "the residuals move uphill (r + (lr/n) XXᵀr): a gradient step makes them smaller, "
+            "r − (lr/n) XXᵀr":
+                lambda X, r, lr: r + change(X, r, lr),
+            "you return the change −(lr/n) XXᵀr; the layer adds it to the residuals it read "
+            "(a residual connection), so return r − (lr/n) XXᵀr":
+                lambda X, r, lr: -change(X, r, lr),
+            "each residual is updated with itself only ((lr/n)‖x_i‖² r_i): every token j contributes "
+            "r_j ⟨x_j, x_i⟩, the attention sum over all keys":
+                lambda X, r, lr: r - lr / X.shape[1] * (X * X).sum(-1) * r,
+        },
+    )
+
+
+def check_newton_least_squares_iterate(fn: Callable, *, device=None) -> None:
+    r"""Check Iterative Newton for least squares: ``fn(X, y, steps)`` must return ``w_steps``.
+
+    ``S = XᵀX``, ``M₀ = αS`` with ``α = 1/λ_max(S)²``, ``M_{k+1} = 2M_k − M_k S M_k`` and
+    ``w_k = M_k Xᵀy``, for every prompt of the batch.
+
+    Parameters
+    ----------
+    fn : callable
+        ``fn(X, y, steps) -> Tensor of shape (B, d)`` for ``X`` of shape ``(B, n, d)``, ``y``
+        of shape ``(B, n)`` and an int ``steps >= 0``.
+    device : str or torch.device, optional
+        Where the cases live (default CPU).
+
+    Raises
+    ------
+    ExerciseError
+        On the first case answered wrongly, saying what is wrong (one step too few or too
+        many, the start ``M₀ = αI``, ``α`` from the Frobenius norm, ...).
+
+    Notes
+    -----
+    The reference is :func:`tfnewton.algorithms.newton_least_squares` (its default
+    ``α``). Prompts of :func:`tfnewton.tasks.sample_linear_regression` with ``κ(Σ)`` from
+    1 to 100, ``steps`` from 0 to 5 (before convergence, so the iterates still differ),
+    batches of 1 to 6; five cases in float64 and one in float32.
+    """
+    from .algorithms import least_squares, newton_least_squares
+
+    device = check_device(device)
+    generator = torch.Generator().manual_seed(62)
+    shapes = ((4, 12, 3, 10.0, torch.float64), (1, 8, 5, 1.0, torch.float64),
+              (6, 20, 4, 100.0, torch.float64), (3, 9, 6, 10.0, torch.float64),
+              (2, 7, 2, 100.0, torch.float64), (5, 16, 3, 10.0, torch.float32))
+    cases = []
+    for (X, y, dtype), steps in zip(_least_squares_cases(generator, shapes), (2, 3, 5, 1, 0, 3)):
+        expected = newton_least_squares(X, y, steps)[steps]
+        cases.append(((X.to(device=device, dtype=dtype), y.to(device=device, dtype=dtype), steps),
+                      expected.to(device=device, dtype=dtype)))
+
+    def from_identity(X, y, steps):
+        S = X.mT @ X
+        M = torch.eye(S.shape[-1], dtype=X.dtype, device=X.device) / torch.linalg.eigvalsh(S)[:, -1, None, None] ** 2
+        for _ in range(steps):
+            M = 2 * M - M @ S @ M
+        return (M @ (X.mT @ y.unsqueeze(-1))).squeeze(-1)
+
+    def frobenius(X, y, steps):
+        S = X.mT @ X
+        return newton_least_squares(X, y, steps, alpha=1 / torch.linalg.matrix_norm(S) ** 2)[steps]
+
+    check_function(
+        fn,
+        cases,
+        name="newton_least_squares_iterate",
+        known_mistakes={
+            "you take one step too few (w_k comes after k updates of M, starting from M₀)":
+                lambda X, y, steps: newton_least_squares(X, y, steps - 1)[steps - 1],
+            "you take one step too many (w₀ = M₀Xᵀy comes before any update of M)":
+                lambda X, y, steps: newton_least_squares(X, y, steps + 1)[steps + 1],
+            "the start is M₀ = αI; Iterative Newton starts from M₀ = αS (Newton–Schulz's αAᵀ for A = S)":
+                from_identity,
+            "α comes from the Frobenius norm, 1/‖S‖_F²; the chapter's α is 1/λ_max(S)², the spectral norm":
+                frobenius,
+            "you return the least-squares solution w⋆ = S⁻¹Xᵀy, the limit; the exercise asks for the "
+            "iterate w_k after k = steps Newton steps":
+                lambda X, y, steps: least_squares(X, y),
+        },
+    )
+
+
+def check_gd_least_squares_iterate(fn: Callable, *, device=None) -> None:
+    r"""Check gradient descent for least squares with its step from the spectrum: ``fn(X, y, steps)``
+    must return ``w_steps``.
+
+    ``w₀ = 0``, ``w_{t+1} = w_t − η (1/n) Xᵀ(Xw_t − y)`` with ``η = 1/λ_max(XᵀX/n)``, chosen for
+    every prompt of the batch from its own spectrum.
+
+    Parameters
+    ----------
+    fn : callable
+        ``fn(X, y, steps) -> Tensor of shape (B, d)`` for ``X`` of shape ``(B, n, d)``, ``y``
+        of shape ``(B, n)`` and an int ``steps >= 1``.
+    device : str or torch.device, optional
+        Where the cases live (default CPU).
+
+    Raises
+    ------
+    ExerciseError
+        On the first case answered wrongly, saying what is wrong (the step from ``XᵀX``
+        without its ``1/n``, the boundary step ``2/λ_max``, one step for the whole batch, a
+        summed gradient, one step too few, ...).
+
+    Notes
+    -----
+    The reference is :func:`tfnewton.algorithms.gradient_descent_least_squares` (its default
+    step). Prompts of :func:`tfnewton.tasks.sample_linear_regression` with ``κ(Σ)`` from 1 to
+    100, ``steps`` from 1 to 6, batches of 1 to 6; four cases in float64 and one in float32.
+    """
+    from .algorithms import gradient_descent_least_squares
+
+    device = check_device(device)
+    generator = torch.Generator().manual_seed(63)
+    shapes = ((4, 12, 3, 10.0, torch.float64), (1, 8, 5, 1.0, torch.float64),
+              (6, 20, 4, 100.0, torch.float64), (3, 9, 6, 10.0, torch.float64),
+              (5, 16, 3, 10.0, torch.float32))
+    cases = []
+    for (X, y, dtype), steps in zip(_least_squares_cases(generator, shapes), (3, 2, 6, 1, 4)):
+        expected = gradient_descent_least_squares(X, y, steps)[steps]
+        cases.append(((X.to(device=device, dtype=dtype), y.to(device=device, dtype=dtype), steps),
+                      expected.to(device=device, dtype=dtype)))
+
+    def with_step(step):
+        return lambda X, y, steps: gradient_descent_least_squares(X, y, steps, lr=step(X))[steps]
+
+    def top(X):
+        return torch.linalg.eigvalsh(X.mT @ X / X.shape[1])[:, -1]
+
+    check_function(
+        fn,
+        cases,
+        name="gd_least_squares_iterate",
+        known_mistakes={
+            "the step is 1/λ_max(XᵀX), n times too small: the loss is the mean over the n points, "
+            "whose Hessian is XᵀX/n, so η = 1/λ_max(XᵀX/n)":
+                with_step(lambda X: 1 / (top(X) * X.shape[1])),
+            "the step is 2/λ_max(XᵀX/n), the edge of the stable range, where the top direction "
+            "oscillates and never shrinks; take η = 1/λ_max(XᵀX/n)":
+                with_step(lambda X: 2 / top(X)),
+            "you use one step size for the whole batch (from the largest λ_max of all prompts); "
+            "each prompt takes its own, 1/λ_max of its own XᵀX/n":
+                with_step(lambda X: 1 / top(X).max()),
+            "the gradient sums over the n points (Xᵀ(Xw − y)) while the step is 1/λ_max(XᵀX/n): "
+            "the mean loss's gradient is (1/n) Xᵀ(Xw − y)":
+                with_step(lambda X: X.shape[1] / top(X)),
+            "you take one step too few (the loop runs steps − 1 times)":
+                lambda X, y, steps: gradient_descent_least_squares(X, y, steps - 1)[steps - 1],
+        },
+    )
 
 
 # ---------------------------------------------------------------------- probing your model
+def _ridge_r2_variant(F_fit, t_fit, F_test, t_test, penalty, *, unbiased=True, standardize=True,
+                      test_stats=False, intercept=True, in_sample=False):
+    """Held-out R² of a hand-written ridge probe, with the mistakes of :func:`check_held_out_r2`."""
+    N = F_fit.shape[1]
+    mean = F_fit.mean(1, keepdim=True)
+    scale = F_fit.std(1, keepdim=True, correction=1 if unbiased else 0)
+    if test_stats:
+        test_mean, test_scale = F_test.mean(1, keepdim=True), F_test.std(1, keepdim=True)
+    else:
+        test_mean, test_scale = mean, scale
+    if standardize:
+        Z, Z_test = (F_fit - mean) / scale, (F_test - test_mean) / test_scale
+    else:  # centred (the intercept needs that) but not scaled
+        Z, Z_test = F_fit - mean, F_test - mean
+    t_mean = t_fit.mean(1, keepdim=True) if intercept else torch.zeros_like(t_fit[:, :1])
+    P = Z.shape[-1]
+    eye = torch.eye(P, dtype=Z.dtype, device=Z.device)
+    W = torch.linalg.solve(Z.mT @ Z + N * penalty * eye, Z.mT @ (t_fit - t_mean).unsqueeze(-1))
+    if in_sample:
+        Z_test, t_test = Z, t_fit
+    pred = (Z_test @ W).squeeze(-1) + t_mean
+    sse = ((pred - t_test) ** 2).sum(1)
+    sst = ((t_test - t_test.mean(1, keepdim=True)) ** 2).sum(1)
+    return 1 - sse / sst
+
+
+def check_held_out_r2(fn: Callable, *, device=None) -> None:
+    r"""Check a ridge probe scored on held-out problems: ``fn(F_fit, t_fit, F_test, t_test, penalty)``
+    must return the held-out R² of the ridge probe fit on the first two.
+
+    The probe (as :class:`tfnewton.ridge.RidgeProbe` fits it): standardize each feature with the
+    fit problems' mean and standard deviation (``.std()``, which divides by ``N − 1``), minimize
+    ``(1/N)‖t − t̄ − ZW‖² + λ‖W‖²`` over ``W`` (``t̄`` the fit targets' mean, the intercept),
+    predict the test problems with the same mean, scale, ``W`` and ``t̄``, and score
+    ``R² = 1 − Σ(pred − t)²/Σ(t − mean(t))²`` on them.
+
+    Parameters
+    ----------
+    fn : callable
+        ``fn(F_fit, t_fit, F_test, t_test, penalty) -> Tensor of shape (B,)`` for features
+        ``F_fit (B, N, P)`` and ``F_test (B, M, P)``, targets ``t_fit (B, N)`` and
+        ``t_test (B, M)`` and a float ``penalty`` ``λ >= 0``: ``B`` independent probes (for
+        instance one per layer), each its own R².
+    device : str or torch.device, optional
+        Where the cases live (default CPU).
+
+    Raises
+    ------
+    ExerciseError
+        On the first case answered wrongly, saying what is wrong (scored on the fit problems,
+        features not standardized, the test problems standardized with their own statistics,
+        ``λ`` not scaled by ``N``, no intercept, the population standard deviation, ...).
+
+    Notes
+    -----
+    The reference is :class:`tfnewton.ridge.RidgeProbe` with the single penalty ``λ``, fit on
+    each probe's fit problems and scored (:meth:`~tfnewton.ridge.RidgeProbe.score`) on its test
+    problems. Features are a noisy linear image of the target with an offset and unequal
+    scales, ``P`` from 3 to 12 against ``N`` from 20 to 60, so the in-sample R² is visibly
+    higher than the held-out one; four cases in float64 and one in float32.
+    """
+    from .ridge import RidgeProbe
+
+    device = check_device(device)
+    generator = torch.Generator().manual_seed(64)
+    cases = []
+    for B, N, M, P, penalty, dtype in ((3, 30, 40, 8, 0.05, torch.float64), (1, 20, 25, 6, 0.3, torch.float64),
+                                       (4, 60, 50, 12, 0.01, torch.float64), (2, 25, 30, 3, 1.0, torch.float64),
+                                       (3, 40, 30, 10, 0.1, torch.float32)):
+        def draw(count):
+            z = torch.randn(B, count, generator=generator, dtype=torch.float64)
+            noise = torch.randn(B, count, P, generator=generator, dtype=torch.float64)
+            return z, z.unsqueeze(-1) * mix.unsqueeze(1) + noise * spread.unsqueeze(1) + offset.unsqueeze(1)
+
+        mix = torch.randn(B, P, generator=generator, dtype=torch.float64)
+        spread = 0.5 + 2 * torch.rand(B, P, generator=generator, dtype=torch.float64)
+        offset = 3 * torch.randn(B, P, generator=generator, dtype=torch.float64)
+        (z_fit, F_fit), (z_test, F_test) = draw(N), draw(M)
+        t_fit, t_test = 2 + z_fit, 2 + z_test  # an offset: a probe without intercept is far off
+        expected = []
+        for b in range(B):
+            one_validation_problem = torch.zeros(N, dtype=torch.bool)
+            one_validation_problem[0] = True  # one candidate penalty: nothing to choose, refit on all
+            probe = RidgeProbe([penalty]).fit(F_fit[b], t_fit[b], validation=one_validation_problem)
+            expected.append(probe.score(F_test[b], t_test[b]))
+        args = tuple(v.to(device=device, dtype=dtype) for v in (F_fit, t_fit, F_test, t_test)) + (penalty,)
+        cases.append((args, torch.stack(expected).to(device=device, dtype=dtype)))
+
+    def variant(**mistake):
+        return lambda *args: _ridge_r2_variant(*args, **mistake)
+
+    check_function(
+        fn,
+        cases,
+        name="held_out_r2",
+        known_mistakes={
+            "you score the probe on the problems it was fit on (in-sample R²); a probe's R² means "
+            "something only on problems it never saw, F_test and t_test":
+                variant(in_sample=True),
+            "the features are not standardized: subtract the fit problems' mean and divide by their "
+            "standard deviation first (the penalty λ assumes features of scale 1)":
+                variant(standardize=False),
+            "the test features are standardized with their own mean and scale; a probe applies the "
+            "fit problems' statistics to every new problem":
+                variant(test_stats=True),
+            "the penalty is not scaled by N: the probe minimizes (1/N)‖t − t̄ − ZW‖² + λ‖W‖², i.e. "
+            "solves (ZᵀZ + NλI) W = Zᵀ(t − t̄)":
+                lambda F, t, Ft, tt, lam: _ridge_r2_variant(F, t, Ft, tt, lam / F.shape[1]),
+            "the probe has no intercept: centre the targets with the fit problems' mean t̄ and add "
+            "it back to every prediction":
+                variant(intercept=False),
+            "you standardize with the population standard deviation (÷N); the probe uses .std(), "
+            "which divides by N − 1":
+                variant(unbiased=False),
+        },
+    )
+
+
+def check_similarity_of_errors(fn: Callable, *, device=None) -> None:
+    r"""Check Fu et al.'s similarity of errors, per prompt: ``fn(pred_a, pred_b, y)`` must return the
+    cosine between the residuals ``pred_a − y`` and ``pred_b − y`` over each prompt's positions.
+
+    Parameters
+    ----------
+    fn : callable
+        ``fn(pred_a, pred_b, y) -> Tensor of shape (B,)`` for two predictors' answers and the
+        labels, each of shape ``(B, n)`` (position ``i`` predicted from the pairs before it).
+    device : str or torch.device, optional
+        Where the cases live (default CPU).
+
+    Raises
+    ------
+    ExerciseError
+        On the first case answered wrongly, saying what is wrong (predictions compared instead
+        of residuals, a correlation instead of a cosine, a dot product without its norms, ...).
+
+    Notes
+    -----
+    The reference is :func:`tfnewton.metrics.similarity_of_errors` with ``reduction="none"``.
+    The predictors are Iterative Newton and gradient descent after a few steps on each prefix
+    (:func:`tfnewton.algorithms.prefix_predictions`), on prompts of
+    :func:`tfnewton.tasks.sample_linear_regression`; batches of 1 to 7 with ``B ≠ n``; four
+    cases in float64 and one in float32.
+    """
+    from .algorithms import prefix_predictions
+    from .metrics import similarity_of_errors
+
+    device = check_device(device)
+    generator = torch.Generator().manual_seed(65)
+    shapes = ((5, 11, 3, 1.0, torch.float64), (1, 9, 4, 10.0, torch.float64),
+              (7, 6, 2, 10.0, torch.float64), (3, 16, 5, 100.0, torch.float64),
+              (4, 11, 3, 10.0, torch.float32))
+    cases = []
+    for (X, y, dtype), (k, t) in zip(_least_squares_cases(generator, shapes), ((2, 4), (3, 1), (1, 8), (4, 16), (3, 2))):
+        a = prefix_predictions("newton", X, y, k)[k]
+        b = prefix_predictions("gd", X, y, t)[t]
+        expected = similarity_of_errors(a, b, y, reduction="none")
+        args = tuple(v.to(device=device, dtype=dtype) for v in (a, b, y))
+        cases.append((args, expected.to(device=device, dtype=dtype)))
+
+    def cosine(u, v):
+        return (u * v).sum(-1) / (u.norm(dim=-1) * v.norm(dim=-1))
+
+    def centred(u):
+        return u - u.mean(-1, keepdim=True)
+
+    check_function(
+        fn,
+        cases,
+        name="similarity_of_errors",
+        known_mistakes={
+            "you compare the predictions themselves; the metric compares the residuals, "
+            "pred_a − y and pred_b − y":
+                lambda a, b, y: cosine(a, b),
+            "you centre the residuals (a correlation); the metric is the plain cosine of "
+            "pred_a − y and pred_b − y":
+                lambda a, b, y: cosine(centred(a - y), centred(b - y)),
+            "the dot product of the residuals is not divided by their norms: the metric is a cosine, "
+            "in [−1, 1]":
+                lambda a, b, y: ((a - y) * (b - y)).sum(-1),
+        },
+    )
+
+
+def check_newton_gd_gap(fn: Callable, *, device=None) -> None:
+    r"""Check the Newton-versus-GD gap of a predictor: ``fn(preds, newton, gd, y)`` must return, for
+    each predictor, its best similarity of errors with Iterative Newton minus its best with GD.
+
+    For predictor ``ℓ`` (a layer's read-out, or the model's output) the similarity with step ``s``
+    of an algorithm is :func:`tfnewton.metrics.similarity_of_errors` averaged over the prompts;
+    the best step is the one with the highest average (one step for all prompts), and the gap is
+    ``max_s sim(ℓ, Newton_s) − max_s sim(ℓ, GD_s)``: positive when the predictor is closer to
+    Newton.
+
+    Parameters
+    ----------
+    fn : callable
+        ``fn(preds, newton, gd, y) -> Tensor of shape (L,)`` for ``preds`` of shape ``(L, B, n)``
+        (``L`` predictors), the algorithms' answers ``newton (S1, B, n)`` and ``gd (S2, B, n)``
+        (one row per step tried) and labels ``y (B, n)``.
+    device : str or torch.device, optional
+        Where the cases live (default CPU).
+
+    Raises
+    ------
+    ExerciseError
+        On the first case answered wrongly, saying what is wrong (the best step chosen per
+        prompt, an average over steps, the last step only, predictions compared instead of
+        residuals, the size of the gap without its sign, ...).
+
+    Notes
+    -----
+    The reference is :func:`tfnewton.metrics.similarity_of_errors` for every pair of predictor
+    and step, maximized over the steps. The algorithms' answers are
+    :func:`tfnewton.algorithms.prefix_predictions` of Iterative Newton (steps 0 to 6) and
+    gradient descent (steps 1 to 64, doubling); the predictors mix a Newton step and a GD step
+    with noise, so some are closer to one algorithm and some to the other. ``L`` from 1 to 5;
+    four cases in float64 and one in float32.
+    """
+    from .algorithms import prefix_predictions
+    from .metrics import similarity_of_errors
+
+    device = check_device(device)
+    generator = torch.Generator().manual_seed(66)
+    shapes = ((6, 11, 3, 1.0, torch.float64), (8, 9, 4, 10.0, torch.float64),
+              (5, 13, 2, 10.0, torch.float64), (10, 16, 5, 100.0, torch.float64),
+              (6, 11, 3, 10.0, torch.float32))
+    gd_steps = [1, 2, 4, 8, 16, 32, 64]
+    cases = []
+    for (X, y, dtype), L in zip(_least_squares_cases(generator, shapes), (4, 1, 5, 3, 4)):
+        newton = prefix_predictions("newton", X, y, 6)  # (7, B, n)
+        gd = prefix_predictions("gd", X, y, gd_steps[-1])[gd_steps]  # (7, B, n)
+        pick = torch.randint(0, 7, (2, L), generator=generator)
+        share = torch.rand(L, 1, 1, generator=generator, dtype=torch.float64)
+        noise = 0.3 * torch.randn(L, *y.shape, generator=generator, dtype=torch.float64)
+        preds = share * newton[pick[0]] + (1 - share) * gd[pick[1]] + noise * y.std()
+        expected = (similarity_of_errors(preds[:, None], newton[None], y).max(-1).values
+                    - similarity_of_errors(preds[:, None], gd[None], y).max(-1).values)
+        args = tuple(v.to(device=device, dtype=dtype) for v in (preds, newton, gd, y))
+        cases.append((args, expected.to(device=device, dtype=dtype)))
+
+    def table(preds, algo, y, reduction="mean"):
+        residual = (preds - y)[:, None], (algo - y)[None]  # (L, 1, B, n), (1, S, B, n)
+        cosine = (residual[0] * residual[1]).sum(-1) / (residual[0].norm(dim=-1) * residual[1].norm(dim=-1))
+        return cosine.mean(-1) if reduction == "mean" else cosine  # (L, S) or (L, S, B)
+
+    def gap(best):
+        return lambda p, a, b, y: best(table(p, a, y), p, a, y) - best(table(p, b, y), p, b, y)
+
+    def raw_cosine(p, algo, y):
+        c = (p[:, None] * algo[None]).sum(-1) / (p[:, None].norm(dim=-1) * algo[None].norm(dim=-1))
+        return c.mean(-1).max(-1).values
+
+    check_function(
+        fn,
+        cases,
+        name="newton_gd_gap",
+        known_mistakes={
+            "you choose the best step for each prompt separately and then average; the protocol "
+            "chooses one step for all prompts (the highest average similarity)":
+                lambda p, a, b, y: (table(p, a, y, "none").max(1).values.mean(-1)
+                                    - table(p, b, y, "none").max(1).values.mean(-1)),
+            "you average the similarity over the steps; take the best step of each algorithm (the maximum)":
+                gap(lambda sim, *_: sim.mean(-1)),
+            "you compare with the last step of each algorithm only; take the best step (the maximum "
+            "over the steps tried)":
+                gap(lambda sim, *_: sim[:, -1]),
+            "you compare the predictions themselves; the metric compares the residuals (prediction − y)":
+                lambda p, a, b, y: raw_cosine(p, a, y) - raw_cosine(p, b, y),
+            "you return the size of the gap without its sign; the sign says which algorithm is closer "
+            "(positive: Newton)":
+                lambda p, a, b, y: (table(p, a, y).max(-1).values - table(p, b, y).max(-1).values).abs(),
+        },
+    )
 
 
 # ---------------------------------------------------------------------- logistic regression
