@@ -84,3 +84,38 @@ def test_time_to_quality_times_the_training_loops_step(tmp_path, capsys, one_thr
     ttq.main(["--checkpoint", run["model_path"], "--threads", "1"])
     row = capsys.readouterr().out.strip().splitlines()[-1]
     assert row.startswith("| 6 | 0.0050 |"), row
+
+
+@pytest.mark.slow
+def test_book_benchmark_times_chapters_in_fresh_kernels(tmp_path, capsys):
+    """--quick runs a chapter's first cell in a new kernel, prints the budget table and
+    writes the JSON record; the kernel's CPU time is counted (it is this process's child)."""
+    import json
+
+    book = _load("book")
+    out = tmp_path / "book_times.json"
+    assert book.main(["--quick", "--chapters", "matrix_inversion", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "| matrix_inversion |" in printed and "| **whole book** |" in printed
+    record = json.loads(out.read_text())
+    assert record["quick"] is True and record["command"].startswith("python benchmarks/book.py --quick")
+    assert record["machine"]["threads_available"] >= 1 and record["date"]
+    (row,) = record["chapters"]
+    assert row["chapter"] == "matrix_inversion" and row["error"] is None
+    assert row["seconds"] > 0 and row["cpu_seconds"] > 0
+    assert record["total_seconds"] == row["seconds"] and record["book_budget_seconds"] == 360
+    with pytest.raises(SystemExit):
+        book.main(["--quick", "--chapters", "no_such_chapter"])
+    assert "no_such_chapter" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_book_benchmark_reports_a_failing_cell(tmp_path):
+    import nbformat
+
+    book = _load("book")
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x = 1"),
+                                         nbformat.v4.new_code_cell("raise ValueError('the chapter broke')")])
+    row = book.time_notebook(nb, tmp_path, timeout=60)
+    assert "the chapter broke" in row["error"] and row["seconds"] > 0
+    assert book.summary([{**row, "chapter": "x", "ok": False}])["all_ok"] is False
