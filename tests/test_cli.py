@@ -73,6 +73,58 @@ def test_notebooks_with_a_wrong_book_folder_is_a_clear_error(tmp_path):
     assert "_toc.yml" in result.stderr and "Traceback" not in result.stderr
 
 
+_SOLVED_CHAPTER = """---
+kernelspec:
+  name: python3
+  display_name: Python 3
+---
+
+# A chapter
+
+1. **Exercise 3** (about 5 min). Print two.
+
+```{code-cell} ipython3
+:tags: [hide-cell, solution]
+# Solution to exercise 3.
+print(2)
+```
+"""
+
+
+def _solved_book(folder, chapter=_SOLVED_CHAPTER):
+    folder.mkdir()
+    (folder / "_toc.yml").write_text("format: jb-book\nroot: chapter\n")
+    (folder / "chapter.md").write_text(chapter)
+    return folder
+
+
+def test_notebooks_no_solutions_writes_student_copies(tmp_path):
+    import nbformat
+
+    book = _solved_book(tmp_path / "book")
+    result = run("notebooks", str(tmp_path / "out"), "--book", str(book), "--no-solutions")
+    assert result.returncode == 0, result.stderr
+    assert "student copies" in result.stdout
+    (written,) = (tmp_path / "out").glob("*.ipynb")
+    sources = [c.source for c in nbformat.read(written, as_version=4).cells]
+    assert "# Your solution to exercise 3.\n" in sources
+    assert not any("print(2)" in s for s in sources)
+    assert any("Print two." in s for s in sources)
+
+    full = run("notebooks", str(tmp_path / "full"), "--book", str(book))
+    assert full.returncode == 0, full.stderr
+    (written,) = (tmp_path / "full").glob("*.ipynb")
+    assert any("print(2)" in c.source for c in nbformat.read(written, as_version=4).cells)
+
+
+def test_notebooks_no_solutions_with_a_malformed_solution_is_a_clear_error(tmp_path):
+    book = _solved_book(tmp_path / "book", _SOLVED_CHAPTER.replace("# Solution to exercise 3.", "print(1)"))
+    result = run("notebooks", str(tmp_path / "out"), "--book", str(book), "--no-solutions")
+    assert result.returncode == 2
+    assert "Solution to exercise N." in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.fixture
 def fake_train(monkeypatch):
     """Stand in for tfnewton.train, recording the argv it is given."""

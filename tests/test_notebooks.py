@@ -123,3 +123,157 @@ def test_generated_notebook_runs_in_a_fresh_kernel(tmp_path, chapter):
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
     assert not [o for o in outputs if o.output_type == "error"]
     assert any("image/png" in o.get("data", {}) for o in outputs), "the chapter drew no figure"
+
+
+# --------------------------------------------------------------------------- student copies
+
+_EXERCISE_CHAPTER = '''---
+kernelspec:
+  name: python3
+  display_name: Python 3
+---
+
+# A chapter
+
+```{code-cell} ipython3
+x = 2
+```
+
+## Exercises
+
+1. **Exercise 1** (about 5 min). Square x.
+
+```{code-cell} ipython3
+:tags: [hide-cell, solution]
+# Solution to exercise 1. Squaring is multiplying by itself.
+print(x * x)
+```
+
+2. **Exercise 2** (about 10 min). Cube x.
+
+```{code-cell} ipython3
+:tags: [hide-cell, solution]
+# Solution to exercise 2.
+print(x ** 3)
+```
+
+```{code-cell} ipython3
+:tags: [hide-cell]
+print("kept: hidden, but not a solution")
+```
+'''
+
+
+def _tiny_book(folder, chapter=_EXERCISE_CHAPTER):
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "_toc.yml").write_text("format: jb-book\nroot: intro\nchapters:\n  - file: chapter\n")
+    (folder / "intro.md").write_text("# Intro\n")
+    (folder / "chapter.md").write_text(chapter)
+    return folder
+
+
+def _tags(cell):
+    return cell.get("metadata", {}).get("tags", [])
+
+
+def test_student_copy_replaces_each_solution_by_an_empty_cell(tmp_path):
+    book = _tiny_book(tmp_path)
+    full = chapter_notebook(book / "chapter.md")
+    student = chapter_notebook(book / "chapter.md", solutions=False)
+    assert len(student.cells) == len(full.cells)
+    replaced = []
+    for before, after in zip(full.cells, student.cells):
+        if "solution" in _tags(before):
+            replaced.append(after.source)
+            assert after.cell_type == "code" and after.outputs == [] and _tags(after) == []
+        else:
+            assert after == before  # the exercise's text and every other cell stay
+    assert replaced == ["# Your solution to exercise 1.\n", "# Your solution to exercise 2.\n"]
+    text = "".join(c.source for c in student.cells)
+    assert "x * x" not in text and "x ** 3" not in text
+    assert "Square x." in text and "Cube x." in text and "kept: hidden" in text
+    nbformat.validate(student)
+
+
+def test_solutions_stay_by_default(tmp_path):
+    nb = chapter_notebook(_tiny_book(tmp_path) / "chapter.md")
+    solutions = [c for c in nb.cells if "solution" in _tags(c)]
+    assert [c.source.splitlines()[0] for c in solutions] == [
+        "# Solution to exercise 1. Squaring is multiplying by itself.",
+        "# Solution to exercise 2.",
+    ]
+
+
+def test_write_notebooks_without_solutions(tmp_path):
+    book = _tiny_book(tmp_path / "book")
+    (written,) = write_notebooks(tmp_path / "out", root=book, solutions=False)
+    nb = nbformat.read(written, as_version=4)
+    assert not [c for c in nb.cells if "solution" in _tags(c)]
+    assert sum(c.source.startswith("# Your solution to exercise") for c in nb.cells) == 2
+
+
+def test_solution_without_its_first_line_is_a_clear_error(tmp_path):
+    chapter = _EXERCISE_CHAPTER.replace("# Solution to exercise 2.\n", "# Cube it.\n")
+    book = _tiny_book(tmp_path / "book", chapter)
+    with pytest.raises(ValueError, match=r"chapter\.md.*'solution'.*# Solution to exercise N\..*Cube it"):
+        write_notebooks(tmp_path / "out", root=book, solutions=False)
+    assert not (tmp_path / "out").exists()  # nothing half-written
+    write_notebooks(tmp_path / "out", root=book)  # with the solutions, nothing is parsed
+
+
+def test_solutions_must_be_a_bool(tmp_path):
+    with pytest.raises(TypeError, match="solutions must be True or False.*'no'"):
+        chapter_notebook(_tiny_book(tmp_path) / "chapter.md", solutions="no")
+
+
+SOLUTION_TAG_LINE = re.compile(r"^:tags:\s*\[[^\]]*\bsolution\b[^\]]*\]", re.MULTILINE)
+
+
+def test_every_solution_of_the_book_is_left_out_of_the_student_copies(tmp_path):
+    full = write_notebooks(tmp_path / "full")
+    student = write_notebooks(tmp_path / "student", solutions=False)
+    assert [p.name for p in student] == [p.name for p in full]
+    for page, with_path, without_path in zip(_notebook_pages(), full, student):
+        tagged = len(SOLUTION_TAG_LINE.findall(page.read_text(encoding="utf-8")))
+        with_nb = nbformat.read(with_path, as_version=4)
+        without_nb = nbformat.read(without_path, as_version=4)
+        solutions = [c for c in with_nb.cells if "solution" in _tags(c)]
+        assert len(solutions) == tagged, page.name
+        assert not [c for c in without_nb.cells if "solution" in _tags(c)], page.name
+        numbers = [re.match(r"#\s*Solution to exercise (\d+)", c.source, re.I).group(1) for c in solutions]
+        placeholders = [c.source for c in without_nb.cells if c.source.startswith("# Your solution")]
+        assert placeholders == [f"# Your solution to exercise {n}.\n" for n in numbers], page.name
+
+
+# --------------------------------------------------------------------------- where the book is found
+
+
+def test_the_book_a_wheel_carries_is_found_outside_a_clone(tmp_path, monkeypatch):
+    """No clone above the package and no _toc.yml in the current folder: the packaged copy."""
+    import tfnewton.notebooks as notebooks
+
+    packaged = _tiny_book(tmp_path / "site-packages" / "tfnewton" / "_book")
+    monkeypatch.setattr(notebooks, "_CLONE_ROOT", tmp_path / "site-packages")
+    monkeypatch.setattr(notebooks, "_PACKAGED_BOOK", packaged)
+    monkeypatch.chdir(tmp_path)
+    assert find_book_root() == packaged
+    # a book in the current folder comes first (running from a clone uses the clone's)
+    here = _tiny_book(tmp_path / "clone")
+    monkeypatch.chdir(here)
+    assert find_book_root() == here
+
+
+def test_no_book_anywhere_says_what_to_do(tmp_path, monkeypatch):
+    import tfnewton.notebooks as notebooks
+
+    monkeypatch.setattr(notebooks, "_CLONE_ROOT", tmp_path / "site-packages")
+    monkeypatch.setattr(notebooks, "_PACKAGED_BOOK", tmp_path / "site-packages" / "tfnewton" / "_book")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError, match="_toc.yml.*no copy of the book.*--book"):
+        find_book_root()
+
+
+def test_the_same_chapter_gives_the_same_file(tmp_path):
+    first = write_notebooks(tmp_path / "a", solutions=False)
+    second = write_notebooks(tmp_path / "b", solutions=False)
+    assert [p.read_bytes() for p in first] == [p.read_bytes() for p in second]

@@ -39,7 +39,9 @@ _MYST_EXTENSIONS = ("amsmath", "dollarmath", "colon_fence", "deflist", "substitu
 
 _KERNELSPEC = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
 
-# Where a wheel keeps its copy of the book (written by setup.py's build_py, never committed).
+# The clone an editable install (`pip install -e .`) reads, and the copy of the book a
+# wheel carries (written by setup.py's build_py, never committed).
+_CLONE_ROOT = Path(__file__).resolve().parent.parent
 _PACKAGED_BOOK = Path(__file__).resolve().parent / "_book"
 
 SOLUTION_TAG = "solution"
@@ -68,7 +70,7 @@ def find_book_root(root: str | os.PathLike | None = None) -> Path:
     if root is not None:
         candidates = [Path(root)]
     else:
-        candidates = [Path(__file__).resolve().parent.parent, Path.cwd(), _PACKAGED_BOOK]
+        candidates = [_CLONE_ROOT, Path.cwd(), _PACKAGED_BOOK]
     for candidate in candidates:
         if (candidate / "_toc.yml").is_file():
             return candidate.resolve()
@@ -216,7 +218,10 @@ def chapter_notebook(path: str | os.PathLike, *, solutions: bool = True):
         return None
     if not solutions:
         nb = _without_solutions(nb, path)
-    for cell in nb.cells:
+    for index, cell in enumerate(nb.cells):
+        # Ids by position (the reader draws random ones): the same chapter always gives the
+        # same file, and a student copy's cells keep the ids of the full notebook's.
+        cell.id = f"cell-{index}"
         if cell.cell_type == "code":
             cell.outputs = []
             cell.execution_count = None
