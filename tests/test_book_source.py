@@ -42,3 +42,18 @@ def test_code_cell_lines_fit_the_page(page):
         if len(line) > MAX_CODE_WIDTH
     ]
     assert not long, f"{len(long)} code-cell line(s) over {MAX_CODE_WIDTH} characters:\n" + "\n".join(long)
+
+
+def test_course_page_assigns_every_chapter_in_order():
+    """The course page's reading list links every chapter with code, in _toc.yml's order."""
+    from tfnewton.notebooks import chapter_files
+
+    text = (ROOT / "book" / "course.md").read_text(encoding="utf-8")
+    reading_list = text.split("## What to assign", 1)[1].split("\n## ", 1)[0]
+    linked = re.findall(r"\{doc\}`([^`<>]+)`", reading_list)
+    chapters = [
+        path.stem
+        for path in chapter_files(ROOT)
+        if path.stem != "course" and CODE_CELL.search(path.read_text(encoding="utf-8"))
+    ]
+    assert [name for name in linked if name in chapters] == chapters
