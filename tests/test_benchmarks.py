@@ -120,3 +120,33 @@ def test_book_benchmark_reports_a_failing_cell(tmp_path):
     row = book.time_notebook(nb, tmp_path, timeout=60)
     assert "the chapter broke" in row["error"] and row["seconds"] > 0
     assert book.summary([{**row, "chapter": "x", "ok": False}])["all_ok"] is False
+
+
+@pytest.mark.slow
+def test_gpu_check_plumbing_on_the_cpu(tmp_path):
+    """The GPU script's training phase, in its quick mode on the CPU: it times a short start,
+    trains on, and brings back the steps and errors it reached (the GPU run's figures)."""
+    import json
+    import subprocess
+
+    out = tmp_path / "out"
+    code = subprocess.run([sys.executable, str(BENCHMARKS / "gpu_check.py"), "--out", str(out), "--device", "cpu",
+                           "--quick", "--phases", "train"], capture_output=True, text=True, timeout=600)
+    assert code.returncode == 0, code.stdout + code.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    train = summary["phases"]["train"]
+    assert train["status"] == "ok" and train["steps"] == 10
+    assert len(train["eval_error"]) >= 2 and all(e > 0 for e in train["eval_error"])
+    assert (out / "train.log").is_file() and (out / "train_more.log").is_file()
+    assert not (out / "fu_run" / "train_state.pt").exists()  # too large to bring back
+
+
+def test_gpu_check_refuses_cuda_without_a_gpu_and_unknown_phases(tmp_path, capsys):
+    gpu_check = _load("gpu_check")
+    with pytest.raises(SystemExit):
+        gpu_check.main(["--out", str(tmp_path), "--phases", "tests,warp"])
+    assert "unknown ['warp']" in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        with pytest.raises(SystemExit):
+            gpu_check.main(["--out", str(tmp_path)])
+        assert "CUDA is not available" in capsys.readouterr().err
