@@ -125,6 +125,18 @@ def test_notebooks_no_solutions_with_a_malformed_solution_is_a_clear_error(tmp_p
     assert not (tmp_path / "out").exists()
 
 
+def test_notebooks_without_myst_nb_says_which_extra_to_install(tmp_path):
+    """A plain `pip install tfnewton` has no myst-nb; the command names the extra that does."""
+    code = (
+        "import sys; sys.modules['myst_nb'] = None; from tfnewton.__main__ import main; "
+        f"sys.exit(main(['notebooks', {str(tmp_path / 'out')!r}]))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert "myst_nb" in result.stderr and "pip install 'tfnewton[book]'" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 @pytest.fixture
 def fake_train(monkeypatch):
     """Stand in for tfnewton.train, recording the argv it is given."""
