@@ -26,6 +26,7 @@ Submodules are imported lazily, so ``import tfnewton`` stays fast and
 ``exercises``      checkers for the chapters' exercises
 ``tables``         results tables shown as HTML in Jupyter and the book
 ``devices``        the device the chapters run on (``TFNEWTON_DEVICE``)
+``estimators``     scikit-learn estimators whose predictions come from a Transformer
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ _SUBMODULES = (
     "exercises",
     "tables",
     "devices",
+    "estimators",
 )
 
 # Names re-exported at the top level: name -> submodule that defines it.

@@ -110,8 +110,8 @@ class _InContextEstimator(BaseEstimator):
             model = self.model
             if not isinstance(model, torch.nn.Module) or not hasattr(model, "d"):
                 raise TypeError(
-                    f"model must be a tfnewton model (a trained one from tfnewton.models or a construction), "
-                    f"got {type(model).__name__}"
+                    f"model must be a tfnewton model (a trained one from tfnewton.models, e.g. "
+                    f"load_pretrained(name), or a construction), got {type(model).__name__}"
                 )
             model_device = _model_device(model)
             if device is not None and device != model_device:
@@ -409,7 +409,7 @@ class InContextClassifier(ClassifierMixin, _InContextEstimator):
     >>> rng = np.random.default_rng(0)
     >>> X = rng.normal(size=(40, 3))
     >>> y = np.where(X @ [2.0, -1.0, 0.5] > 0, "yes", "no")
-    >>> clf = InContextClassifier(mu=0.01).fit(X, y)
+    >>> clf = InContextClassifier().fit(X, y)
     >>> clf.predict_proba(X[:2]).shape
     (2, 2)
     >>> bool((clf.predict(X) == y).mean() > 0.9)
