@@ -361,3 +361,16 @@ def test_a_construction_of_the_other_kind_is_refused():
     # a caller's own construction of the right kind answers
     ours = InContextRegressor(model=newton_regression_transformer(2, 30)).fit(X, X @ [1.0, -2.0])
     np.testing.assert_allclose(ours.predict(X), X @ [1.0, -2.0], rtol=0, atol=1e-10)
+
+
+@pytest.mark.cuda
+def test_estimators_on_cuda_answer_as_on_cpu():
+    X, y, X_query = _noiseless(20, 4, 0)
+    cpu = InContextRegressor().fit(X, y).predict(X_query)
+    gpu = InContextRegressor(device="cuda").fit(X, y)
+    assert gpu.context_X_.device.type == "cuda" and gpu.model_.device.type == "cuda"
+    np.testing.assert_allclose(gpu.predict(X_query), cpu, rtol=0, atol=1e-9 * np.abs(cpu).max())
+    X, y, X_query = _logistic_context(20, 3, 0)
+    cpu = InContextClassifier(steps=6).fit(X, y).predict_proba(X_query)
+    gpu = InContextClassifier(steps=6, device="cuda").fit(X, y).predict_proba(X_query)
+    np.testing.assert_allclose(gpu, cpu, rtol=0, atol=1e-12)

@@ -7,9 +7,9 @@ fit time for ``X``'s number of features — Iterative Newton for
 :class:`InContextClassifier` — or a trained in-context learner passed as ``model=``
 (a :mod:`tfnewton.models` model, e.g. ``load_pretrained("gpt2_linreg_d5")``).
 
-Both are scikit-learn estimators (``check_estimator`` passes; the checks that cannot are
-listed in ``tests/test_estimators.py`` with the reason), so they sit in ``cross_val_score``,
-``GridSearchCV`` and a ``Pipeline`` beside ``LinearRegression`` and ``LogisticRegression``.
+Both are scikit-learn estimators (every check of ``check_estimator`` passes), so they sit
+in ``cross_val_score``, ``GridSearchCV`` and a ``Pipeline`` beside ``LinearRegression`` and
+``LogisticRegression``.
 Neither fits an intercept: the constructions' algorithms have none (centre ``y`` or add a
 constant column).
 
@@ -114,7 +114,9 @@ class _InContextEstimator(BaseEstimator):
                     f"load_pretrained(name), or a construction), got {type(model).__name__}"
                 )
             model_device = _model_device(model)
-            if device is not None and device != model_device:
+            same = device is None or (device.type == model_device.type
+                                      and device.index in (None, model_device.index))  # "cuda" is "cuda:0"
+            if not same:
                 raise ValueError(
                     f"device={str(device)!r} but the model is on {model_device}; move the model "
                     f"(model.to({str(device)!r})) or leave device=None"
