@@ -34,6 +34,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+import yaml
 
 from tfnewton.notebooks import chapter_files
 
@@ -332,7 +333,13 @@ def image_faults(image: dict) -> list[str]:
 
 
 def _is_code_chapter(source: Path) -> bool:
-    return source.suffix == ".ipynb" or bool(CODE_CELL.search(source.read_text(encoding="utf-8")))
+    """A page with code cells, unless its front matter says ``tfnewton: {chapter: false}``."""
+    if source.suffix == ".ipynb":
+        return True
+    text = source.read_text(encoding="utf-8")
+    front = yaml.safe_load(text.split("\n---", 1)[0][3:]) if text.startswith("---") else {}
+    not_a_chapter = ((front or {}).get("tfnewton") or {}).get("chapter") is False
+    return bool(CODE_CELL.search(text)) and not not_a_chapter
 
 
 def _notebook_links(page: Path) -> list[dict]:
@@ -380,7 +387,8 @@ def test_every_image_is_a_captioned_figure_with_alt_text(html_dir, source, page)
 @pytest.mark.parametrize("source, page", PAGES, ids=PAGE_IDS)
 def test_code_chapter_links_its_notebook(html_dir, source, page):
     """Under the title, a relative link to the chapter as a notebook: a valid nbformat 4
-    notebook with every code cell of the chapter and no outputs. Pages without code have none."""
+    notebook with every code cell of the chapter and no outputs. Pages without code, and
+    pages that are not chapters (the course page), have none."""
     links = _notebook_links(page)
     if not _is_code_chapter(source):
         assert not links, f"{source.name} has no code but links a notebook"

@@ -5,7 +5,9 @@ student wants the notebook. While the HTML is written, this extension turns each
 source holds code into a notebook without outputs (:func:`tfnewton.notebooks.chapter_notebook`,
 the same conversion as ``python -m tfnewton notebooks DIR``), writes it to
 ``_notebooks/<chapter>.ipynb`` in the HTML output, and puts a link to it under the page's
-title. The link is relative, so it works when the built book is opened from disk.
+title. The link is relative, so it works when the built book is opened from disk. A page
+whose front matter says ``tfnewton: {chapter: false}`` (the course page) is not a chapter
+and gets no link.
 
 Registered in ``_config.yml`` under ``sphinx: local_extensions``.
 """
@@ -42,7 +44,7 @@ def _write_notebook(app, docname: str) -> str | None:
         notebook = chapter_notebook(source)
     except Exception as error:  # a page that cannot become a notebook fails the build
         raise ExtensionError(f"{source}: cannot write it as a notebook: {error}") from error
-    if notebook is None:
+    if notebook is None or notebook.metadata.get("tfnewton", {}).get("chapter") is False:
         return None
     target = notebook_target(docname)
     path = Path(app.outdir) / target
