@@ -21,6 +21,7 @@ Submodules are imported lazily, so ``import tfnewton`` stays fast and
 ``probes``         linear probes from every layer to every step of an algorithm
 ``metrics``        Fu et al.'s similarity metrics
 ``comparison``     ``compare``: error vs layer/step for any mix of models and algorithms
+``separation``     how far apart Newton and GD can be under a metric (its power, per step)
 ``logistic_probes`` per-layer read-outs and similarities of a trained in-context classifier
 ``sparse_probes``  per-layer estimates of the sparse signal from a trained model
 ``exercises``      checkers for the chapters' exercises
@@ -51,6 +52,7 @@ _SUBMODULES = (
     "probes",
     "metrics",
     "comparison",
+    "separation",
     "logistic_probes",
     "sparse_probes",
     "plotting",

@@ -120,6 +120,10 @@ __all__ = [
 DEFAULT_WIDTH = 128
 
 
+def _square(u):  # a module-level function, so a construction pickles
+    return u * u
+
+
 def default_inner_steps(mu: float) -> int:
     """``k = ⌈log₂(2κ_f²)⌉``, ``κ_f = (1/4 + μ)/μ``: Newton–Schulz's worst-case residual ``≤ e⁻²``.
 
@@ -202,7 +206,7 @@ class LogisticNewtonTransformer(RegressionConstruction):
             "sigmoid": ap.sigmoid_map(mu, width),
             "sigmoid'": ap.sigmoid_derivative_map(mu, width),
             "damping": ap.damping_map(mu, width),
-            "square": ap.relu_approximation(lambda u: u * u, (-1.0, 1.0), product_width, name="square"),
+            "square": ap.relu_approximation(_square, (-1.0, 1.0), product_width, name="square"),
             "product": ap.relu_product(1 / math.sqrt(2), 1 / math.sqrt(2), product_width),
         }
         if tol is not None:
