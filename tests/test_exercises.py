@@ -450,6 +450,151 @@ TRAINED_SPARSE_CHECKERS = {
 }
 
 
+# --------------------------------------------------------------------------------------
+# The training chapter: the schedule, the curriculum, the error against k
+# --------------------------------------------------------------------------------------
+import dataclasses  # noqa: E402
+
+from tfnewton.exercises import check_curriculum, check_error_vs_k, check_learning_rate_schedule  # noqa: E402
+from tfnewton.train import curriculum_at  # noqa: E402
+
+
+def _rates(steps, c, *, from_zero=False, decay_at_warmup=False, floor=None):
+    """The recipe's schedule written with torch.where (a student's vectorized answer)."""
+    start = c.warmup_steps if decay_at_warmup else max(c.warmup_steps, round(c.steps * (1 - c.decay_fraction)))
+    low = c.min_lr if floor is None else floor
+    warm = c.lr * (steps + (0 if from_zero else 1)) / max(c.warmup_steps, 1)
+    decay = low + (c.lr - low) * (c.steps - steps) / max(1, c.steps - start)
+    return torch.where(steps < c.warmup_steps, warm, torch.where(steps < start, torch.full_like(steps, c.lr), decay))
+
+
+def _rates_by_loop(steps, c):
+    out = []
+    for s in steps.tolist():
+        if s < c.warmup_steps:
+            out.append(c.lr * (s + 1) / c.warmup_steps)
+            continue
+        start = max(c.warmup_steps, int(round(c.steps * (1 - c.decay_fraction))))
+        out.append(c.lr if s < start else c.min_lr + (c.lr - c.min_lr) * (c.steps - s) / (c.steps - start))
+    return torch.tensor(out, dtype=steps.dtype)
+
+
+def _stages(steps, c, *, capped=True):
+    if not c.curriculum:
+        return torch.tensor([c.d, c.n_points], dtype=steps.dtype).expand(len(steps), 2).clone()
+    stage = torch.div(steps, c.curriculum_every, rounding_mode="floor")
+    d_eff, n_eff = c.d_start + c.d_inc * stage, c.n_start + c.n_inc * stage
+    if capped:
+        d_eff, n_eff = d_eff.clamp(max=c.d), n_eff.clamp(max=c.n_points)
+    return torch.stack([d_eff, n_eff], -1)
+
+
+TRAINING_CHECKERS = {  # book/training.md
+    "learning_rate_schedule": (check_learning_rate_schedule, [_rates, _rates_by_loop], {
+        "warm-up from 0": (lambda s, c: _rates(s, c, from_zero=True), ["warm-up starts at 0", "(step + 1)"]),
+        "decay from warm-up": (lambda s, c: _rates(s, c, decay_at_warmup=True), ["decay starts at the end of the warm-up"]),
+        "decay to 0": (lambda s, c: _rates(s, c, floor=0.0), ["ends at 0", "min_lr"]),
+        "float64": (lambda s, c: _rates(s, c).double(), ["dtype is wrong"]),
+    }),
+    "curriculum": (check_curriculum, [
+        _stages,
+        lambda s, c: torch.tensor([curriculum_at(int(t), c) for t in s.tolist()], dtype=s.dtype),
+    ], {
+        "uncapped": (lambda s, c: _stages(s, c, capped=False), ["not capped"]),
+        "from 1": (lambda s, c: _stages(s + c.curriculum_every, c), ["counted from 1"]),
+        "swapped": (lambda s, c: _stages(s, c).flip(-1), ["columns are swapped"]),
+        "switch ignored": (lambda s, c: _stages(s, dataclasses.replace(c, curriculum=True)), ["config.curriculum"]),
+    }),
+    "error_vs_k": (check_error_vs_k, [
+        lambda p, y, d: ((p - y) ** 2).mean(0) / d,
+        lambda p, y, d: torch.stack([((p[:, k] - y[:, k]) ** 2).sum() / (d * p.shape[0]) for k in range(p.shape[1])]),
+    ], {
+        "no 1/d": (lambda p, y, d: ((p - y) ** 2).mean(0), ["not divided by d"]),
+        "rms": (lambda p, y, d: (((p - y) ** 2).mean(0) / d).sqrt(), ["root"]),
+        "over positions": (lambda p, y, d: ((p - y) ** 2).mean(1) / d, ["shape is wrong"]),
+    }),
+}
+
+
+# --------------------------------------------------------------------------------------
+# The probes chapter: similarity of errors, Iterative Newton's w_k, least squares in context
+# --------------------------------------------------------------------------------------
+from tfnewton.exercises import (  # noqa: E402
+    check_min_norm_prefix_predictions,
+    check_newton_iterate,
+    check_similarity_of_errors,
+)
+
+
+def _newton_w(X, y, alpha, steps, *, start_eye=False, extra=0):
+    S = X.mT @ X
+    M = alpha[:, None, None] * (torch.eye(S.shape[-1], dtype=S.dtype).expand_as(S) if start_eye else S)
+    for _ in range(steps + extra):
+        M = 2 * M - M @ S @ M
+    return (M @ X.mT @ y.unsqueeze(-1)).squeeze(-1)
+
+
+def _newton_w_by_residual(X, y, alpha, steps):
+    """The same iterate through R_k = I − M_k S: M_{k+1} = (I + R_k) M_k."""
+    S = X.mT @ X
+    eye = torch.eye(S.shape[-1], dtype=S.dtype)
+    M = alpha[:, None, None] * S
+    for _ in range(steps):
+        M = (2 * eye - M @ S) @ M
+    return torch.einsum("bij,bnj,bn->bi", M, X, y)
+
+
+def _prefix_ols(X, y, *, upto=0, zero_below_d=False):
+    B, n, d = X.shape
+    out = torch.zeros_like(y)
+    for i in range(1, n):
+        k = min(n, i + upto)
+        if zero_below_d and k < d:
+            continue
+        w = torch.linalg.pinv(X[:, :k]) @ y[:, :k].unsqueeze(-1)
+        out[:, i] = (X[:, i:i + 1] @ w)[:, 0, 0]
+    return out
+
+
+def _prefix_ols_lstsq(X, y):
+    """Through torch.linalg.lstsq with the SVD driver (minimum norm when rank-deficient)."""
+    out = torch.zeros_like(y)
+    for i in range(1, X.shape[1]):
+        w = torch.linalg.lstsq(X[:, :i].double(), y[:, :i, None].double(), driver="gelsd").solution
+        out[:, i] = (X[:, i:i + 1].double() @ w)[:, 0, 0].to(y.dtype)
+    return out
+
+
+def _residual_cosine_errors(a, b, y):
+    return torch.nn.functional.cosine_similarity(a - y, b - y, dim=-1)
+
+
+LINEAR_REGRESSION_PROBES_CHECKERS = {  # book/linear_regression_probes.md
+    "similarity_of_errors": (check_similarity_of_errors, [
+        _residual_cosine_errors,
+        lambda a, b, y: ((a - y) * (b - y)).sum(-1) / ((a - y).norm(dim=-1) * (b - y).norm(dim=-1)),
+    ], {
+        "predictions": (lambda a, b, y: torch.nn.functional.cosine_similarity(a, b, dim=-1), ["compare the predictions"]),
+        "correlation": (lambda a, b, y: torch.stack([torch.corrcoef(torch.stack([u, v]))[0, 1]
+                                                     for u, v in zip(a - y, b - y)]), ["center the residuals"]),
+        "mean": (lambda a, b, y: _residual_cosine_errors(a, b, y).mean(), ["shape is wrong"]),
+        "sign": (lambda a, b, y: _residual_cosine_errors(a, 2 * y - b, y), ["sign is flipped"]),
+    }),
+    "newton_iterate": (check_newton_iterate, [_newton_w, _newton_w_by_residual], {
+        "from identity": (lambda X, y, a, k: _newton_w(X, y, a, k, start_eye=True), ["M₀ = αI"]),
+        "one too many": (lambda X, y, a, k: _newton_w(X, y, a, k, extra=1), ["one step too many"]),
+        "over n": (lambda X, y, a, k: _newton_w(X / X.shape[1] ** 0.5, y / X.shape[1] ** 0.5, a, k),
+                   ["XᵀX/n"]),
+        "not batched alpha": (lambda X, y, a, k: _newton_w(X, y, a[:1].expand_as(a), k), ["not batched"]),
+    }),
+    "min_norm_prefix_predictions": (check_min_norm_prefix_predictions, [_prefix_ols, _prefix_ols_lstsq], {
+        "itself": (lambda X, y: _prefix_ols(X, y, upto=1), ["includes the pair it predicts"]),
+        "whole prompt": (lambda X, y: _prefix_ols(X, y, upto=X.shape[1]), ["whole prompt"]),
+        "zero below d": (lambda X, y: _prefix_ols(X, y, zero_below_d=True), ["predict 0 where fewer than d"]),
+    }),
+}
+
+
 # The chapters' other checkers, one table each (same format as above).
 # --------------------------------------------------------------------------------------
 # The matrix-inversion chapter: the step's layer, the residual from the spectrum, the best α
@@ -635,7 +780,7 @@ LINEAR_REGRESSION_CHECKERS = {
 # --------------------------------------------------------------------------------------
 # The probing chapter: a held-out ridge probe's R², similarity of errors, the Newton-GD gap
 # --------------------------------------------------------------------------------------
-from tfnewton.exercises import check_held_out_r2, check_newton_gd_gap, check_similarity_of_errors  # noqa: E402
+from tfnewton.exercises import check_best_matching_step, check_held_out_r2, check_newton_gd_gap  # noqa: E402
 
 
 def _held_out_r2(F, t, F_test, t_test, lam, *, in_sample=False, scale=True, own_stats=False, lam_n=True,
@@ -690,16 +835,18 @@ PROBING_YOUR_MODEL_CHECKERS = {
         "no intercept": (lambda *a: _held_out_r2(*a, intercept=False), ["no intercept"]),
         "population std": (lambda *a: _held_out_r2(*a, ddof=0), ["population standard deviation"]),
     }),
-    "similarity_of_errors": (check_similarity_of_errors, [
-        lambda a, b, y: _cosine(a - y, b - y),
-        lambda a, b, y: torch.nn.functional.cosine_similarity(y - a, y - b, dim=-1),
+    "best_matching_step": (check_best_matching_step, [
+        lambda sim, steps: steps[sim.nan_to_num(-float("inf")).argmax(-1)],
+        lambda sim, steps: torch.tensor([max((v, -j, s) for j, (v, s) in enumerate(zip(row.tolist(), steps.tolist()))
+                                             if v == v)[2] for row in sim], dtype=sim.dtype),
     ], {
-        "predictions": (lambda a, b, y: _cosine(a, b), ["predictions themselves"]),
-        "correlation": (lambda a, b, y: _cosine(a - y - (a - y).mean(-1, keepdim=True),
-                                                b - y - (b - y).mean(-1, keepdim=True)), ["correlation"]),
-        "dot product": (lambda a, b, y: ((a - y) * (b - y)).sum(-1), ["not divided by their norms"]),
-        "opposite residuals": (lambda a, b, y: _cosine(y - a, b - y), ["sign is flipped"]),
-        "mean over prompts": (lambda a, b, y: _cosine(a - y, b - y).mean(), ["shape is wrong"]),
+        "argmin": (lambda sim, steps: steps[sim.nan_to_num(float("inf")).argmin(-1)], ["lowest similarity"]),
+        "index": (lambda sim, steps: sim.nan_to_num(-float("inf")).argmax(-1).to(sim.dtype), ["column index"]),
+        "NaN": (lambda sim, steps: steps[sim.argmax(-1)], ["NaN similarity"]),
+        "best layer per step": (lambda sim, steps: steps[:1].expand(sim.shape[1]) * 0
+                                + sim.nan_to_num(-1.0).argmax(0).to(sim.dtype), ["shape is wrong"]),
+        "one layer": (lambda sim, steps: steps[sim[:1].nan_to_num(-float("inf")).argmax(-1)].expand(sim.shape[0]),
+                      ["not batched", "right for problem"]),
     }),
     "newton_gd_gap": (check_newton_gd_gap, [
         _gap,
@@ -717,8 +864,6 @@ PROBING_YOUR_MODEL_CHECKERS = {
         "GD minus Newton": (lambda p, a, b, y: _gap(p, b, a, y), ["sign is flipped"]),
     }),
 }
-TRAINING_CHECKERS: dict = {}  # book/training.md
-LINEAR_REGRESSION_PROBES_CHECKERS: dict = {}  # book/linear_regression_probes.md
 
 
 # --------------------------------------------------------------------------------------

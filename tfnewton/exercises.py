@@ -87,7 +87,7 @@ __all__ = [
     "check_gd_least_squares_iterate",
     # probing your model
     "check_held_out_r2",
-    "check_similarity_of_errors",
+    "check_best_matching_step",
     "check_newton_gd_gap",
     "check_loss_derivative",
     "check_newton_decrement",
@@ -103,7 +103,13 @@ __all__ = [
     "check_recovery_error_per_prompt",
     "check_linear_rate",
     # training
+    "check_learning_rate_schedule",
+    "check_curriculum",
+    "check_error_vs_k",
     # linear regression probes
+    "check_similarity_of_errors",
+    "check_newton_iterate",
+    "check_min_norm_prefix_predictions",
 ]
 
 
@@ -131,7 +137,8 @@ def describe(value) -> str:
     if isinstance(value, torch.Tensor):
         device = "" if value.device.type == "cpu" else f" on {value.device}"
         return f"a {str(value.dtype).removeprefix('torch.')} tensor of shape {tuple(value.shape)}{device}"
-    return f"a {type(value).__name__}"
+    name = type(value).__name__
+    return f"{'an' if name[0] in 'aeiou' else 'a'} {name}"
 
 
 def _relative_error(got: torch.Tensor, expected: torch.Tensor) -> float:
@@ -1009,68 +1016,71 @@ def check_held_out_r2(fn: Callable, *, device=None) -> None:
     )
 
 
-def check_similarity_of_errors(fn: Callable, *, device=None) -> None:
-    r"""Check Fu et al.'s similarity of errors, per prompt: ``fn(pred_a, pred_b, y)`` must return the
-    cosine between the residuals ``pred_a − y`` and ``pred_b − y`` over each prompt's positions.
+def check_best_matching_step(fn: Callable, *, device=None) -> None:
+    r"""Check the choice of each layer's best-matching step: ``fn(similarity, steps)`` must return,
+    for every row (layer), the step whose similarity is the highest, skipping NaN.
+
+    A similarity is NaN where an algorithm's step diverged or a layer's activations are not
+    finite; such a column can never be the best.
 
     Parameters
     ----------
     fn : callable
-        ``fn(pred_a, pred_b, y) -> Tensor of shape (B,)`` for two predictors' answers and the
-        labels, each of shape ``(B, n)`` (position ``i`` predicted from the pairs before it).
+        ``fn(similarity, steps) -> Tensor of shape (L,)`` for a table ``similarity`` of shape
+        ``(L, S)`` (layers × steps tried) and the steps ``steps``, a tensor of shape ``(S,)``
+        in the table's dtype; returns the chosen steps (values, not column indices) in that
+        dtype. On a tie the first of the tied steps is chosen.
     device : str or torch.device, optional
         Where the cases live (default CPU).
 
     Raises
     ------
     ExerciseError
-        On the first case answered wrongly, saying what is wrong (predictions compared instead
-        of residuals, a correlation instead of a cosine, a dot product without its norms, ...).
+        On the first case answered wrongly, saying what is wrong (the worst step, the column
+        index instead of the step, a NaN taken as the best, the best layer of each step, ...).
 
     Notes
     -----
-    The reference is :func:`tfnewton.metrics.similarity_of_errors` with ``reduction="none"``.
-    The predictors are Iterative Newton and gradient descent after a few steps on each prefix
-    (:func:`tfnewton.algorithms.prefix_predictions`), on prompts of
-    :func:`tfnewton.tasks.sample_linear_regression`; batches of 1 to 7 with ``B ≠ n``; four
-    cases in float64 and one in float32.
+    The reference is :func:`tfnewton.metrics.best_matching`. Tables of similarities in
+    ``[0.5, 1)`` with steps ``0, 1, 2, …`` or powers of two, some NaN entries (two cases
+    have NaN in every row), ``L ≠ S``; four cases in float64 and one in float32.
     """
-    from .algorithms import prefix_predictions
-    from .metrics import similarity_of_errors
+    from .metrics import best_matching
 
     device = check_device(device)
-    generator = torch.Generator().manual_seed(65)
-    shapes = ((5, 11, 3, 1.0, torch.float64), (1, 9, 4, 10.0, torch.float64),
-              (7, 6, 2, 10.0, torch.float64), (3, 16, 5, 100.0, torch.float64),
-              (4, 11, 3, 10.0, torch.float32))
+    generator = torch.Generator().manual_seed(67)
     cases = []
-    for (X, y, dtype), (k, t) in zip(_least_squares_cases(generator, shapes), ((2, 4), (3, 1), (1, 8), (4, 16), (3, 2))):
-        a = prefix_predictions("newton", X, y, k)[k]
-        b = prefix_predictions("gd", X, y, t)[t]
-        expected = similarity_of_errors(a, b, y, reduction="none")
-        args = tuple(v.to(device=device, dtype=dtype) for v in (a, b, y))
-        cases.append((args, expected.to(device=device, dtype=dtype)))
+    for L, steps, nan_share, dtype in ((7, list(range(21)), 0.0, torch.float64),
+                                       (1, [1, 2, 4, 8, 16], 0.0, torch.float64),
+                                       (5, [0] + [2**i for i in range(11)], 0.15, torch.float64),
+                                       (13, list(range(9)), 0.2, torch.float64),
+                                       (4, [1, 2, 4, 8, 16, 32], 0.2, torch.float32)):
+        S = len(steps)
+        similarity = 0.5 + 0.5 * torch.rand(L, S, generator=generator, dtype=torch.float64)
+        if nan_share:
+            nan = torch.rand(L, S, generator=generator) < nan_share
+            nan[:, 0] = True  # a NaN in every row, before the best
+            similarity[nan] = float("nan")
+        similarity = similarity.to(dtype)  # the reference chooses on what the student sees
+        expected = torch.tensor([step for step, _ in best_matching(similarity, steps)], dtype=dtype)
+        args = (similarity.to(device), torch.tensor(steps, dtype=dtype, device=device))
+        cases.append((args, expected.to(device)))
 
-    def cosine(u, v):
-        return (u * v).sum(-1) / (u.norm(dim=-1) * v.norm(dim=-1))
-
-    def centred(u):
-        return u - u.mean(-1, keepdim=True)
+    def pick(index):
+        return lambda sim, steps: steps[index(sim)]
 
     check_function(
         fn,
         cases,
-        name="similarity_of_errors",
+        name="best_matching_step",
         known_mistakes={
-            "you compare the predictions themselves; the metric compares the residuals, "
-            "pred_a − y and pred_b − y":
-                lambda a, b, y: cosine(a, b),
-            "you centre the residuals (a correlation); the metric is the plain cosine of "
-            "pred_a − y and pred_b − y":
-                lambda a, b, y: cosine(centred(a - y), centred(b - y)),
-            "the dot product of the residuals is not divided by their norms: the metric is a cosine, "
-            "in [−1, 1]":
-                lambda a, b, y: ((a - y) * (b - y)).sum(-1),
+            "you choose the step with the lowest similarity; the best-matching step has the highest":
+                pick(lambda sim: sim.nan_to_num(float("inf")).argmin(-1)),
+            "you return the column index of the best step; return the step itself, steps[index]":
+                lambda sim, steps: sim.nan_to_num(-float("inf")).argmax(-1).to(sim.dtype),
+            "a NaN similarity (a diverged step) is taken as the best: argmax counts NaN as the "
+            "largest value, so replace NaN by −inf first (torch.nan_to_num)":
+                pick(lambda sim: sim.argmax(-1)),
         },
     )
 
@@ -2038,4 +2048,477 @@ def check_linear_rate(fn: Callable, *, device=None) -> None:
 # ---------------------------------------------------------------------- training
 
 
+def _schedule_configs():
+    """Recipes for the schedule and curriculum checkers: the shipped one and three small ones
+    whose boundaries (warm-up, decay start, curriculum stages, caps) fall among few steps."""
+    from .train import RECIPES, TrainConfig
+
+    return [
+        TrainConfig(**RECIPES["gpt2_linreg_d5"]),
+        TrainConfig(steps=100, warmup_steps=10, decay_fraction=0.5, min_lr=1e-5, lr=1e-3,
+                    curriculum_every=7, d=8, n_points=17, d_start=3, d_inc=2, n_start=4, n_inc=3),
+        TrainConfig(steps=50, warmup_steps=0, decay_fraction=1.0, lr=2e-3, curriculum=False),
+        TrainConfig(steps=400, warmup_steps=40, decay_fraction=0.25, min_lr=2e-4, lr=1e-3,
+                    curriculum_every=50, d=4, n_points=9, d_start=1, n_start=3),
+    ]
+
+
+def _schedule_cases(reference, device):
+    """``((steps, config), expected)`` per recipe of :func:`_schedule_configs`: its boundaries
+    (warm-up, decay start, curriculum stages) and random steps, as a float tensor; one case of
+    a single step; the last recipe in float32. ``reference(step, config)`` is one answer."""
+    generator = torch.Generator().manual_seed(83)
+    cases = []
+    for i, config in enumerate(_schedule_configs()):
+        decay_start = round(config.steps * (1 - config.decay_fraction))
+        every = config.curriculum_every
+        edges = {0, 1, config.warmup_steps - 1, config.warmup_steps, decay_start - 1, decay_start,
+                 config.steps - 1, every - 1, every, 2 * every, 5 * every - 1}
+        edges |= set(torch.randint(0, config.steps, (12,), generator=generator).tolist())
+        steps = sorted(s for s in edges if 0 <= s < config.steps)
+        dtype = torch.float32 if i == len(_schedule_configs()) - 1 else torch.float64
+        for chosen in ([steps, steps[len(steps) // 2:len(steps) // 2 + 1]] if i == 0 else [steps]):
+            expected = torch.tensor([reference(s, config) for s in chosen], dtype=dtype, device=device)
+            cases.append(((torch.tensor(chosen, dtype=dtype, device=device), config), expected))
+    return cases
+
+
+def _check_steps(fn, cases, *, name, known_mistakes, phase) -> None:
+    """:func:`check_function` for answers indexed by training step: a wrong answer that no
+    named mistake explains is reported by the steps it is wrong at, each with its ``phase``."""
+    import contextlib
+    import io
+
+    for args, expected in cases:
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):  # one line at the end, for all cases
+                check_function(fn, [(args, expected)], name=name, known_mistakes=known_mistakes)
+        except ExerciseError as err:
+            if "the values are wrong" not in str(err) and "it is right for problem" not in str(err):
+                raise
+            steps, config = args
+            got = fn(steps.clone(), config).to(expected.dtype).reshape(expected.shape)
+            wrong = [b for b in range(len(steps))
+                     if diagnose(got[b:b + 1], expected[b:b + 1], rtol=tolerance(expected.dtype)) is not None]
+            def text(row):
+                values = [f"{x:.6g}" for x in row.flatten().tolist()]
+                return values[0] if len(values) == 1 else "(" + ", ".join(values) + ")"
+
+            shown = "; ".join(f"step {int(steps[b])} ({phase(int(steps[b]), config)}): expected "
+                              f"{text(expected[b])}, got {text(got[b])}" for b in wrong[:3])
+            raise ExerciseError(
+                f"{name} is wrong at {len(wrong)} of {len(steps)} steps: {shown}"
+                f"{'; …' if len(wrong) > 3 else ''}.\n(on inputs {describe(steps)}, {describe(config)})"
+            ) from None
+    dtypes = " and ".join(sorted({str(e.dtype).removeprefix("torch.") for _, e in cases}, reverse=True))
+    sizes = sorted(e.shape[0] for _, e in cases)
+    print(f"{name}: correct on {len(cases)} random cases ({dtypes}, batches of {sizes[0]} to {sizes[-1]}).")
+
+
+def _schedule_phase(step: int, config) -> str:
+    """Which part of the schedule a step is in, for the messages."""
+    decay_start = max(config.warmup_steps, round(config.steps * (1 - config.decay_fraction)))
+    if step < config.warmup_steps:
+        return f"warm-up, steps 0 … {config.warmup_steps - 1}"
+    if step < decay_start:
+        return f"constant, steps {config.warmup_steps} … {decay_start - 1}"
+    return f"decay, steps {decay_start} … {config.steps - 1}"
+
+
+def _curriculum_phase(step: int, config) -> str:
+    """The curriculum stage of a step, for the messages."""
+    if not config.curriculum:
+        return "config.curriculum is False"
+    return f"stage {step // config.curriculum_every}, curriculum_every = {config.curriculum_every}"
+
+
+def _rates_with(steps, config, *, warmup="from_one", decay_from=None, floor=None, shape="linear"):
+    """The recipe's schedule with one thing changed (the schedule checker's known mistakes)."""
+    import math
+
+    c = config
+    start = max(c.warmup_steps, round(c.steps * (1 - c.decay_fraction))) if decay_from is None else decay_from(c)
+    low = c.min_lr if floor is None else floor
+    out = []
+    for s in steps.tolist():
+        s = int(s)
+        if s < c.warmup_steps and warmup != "none":
+            out.append(c.lr * (s + 1 if warmup == "from_one" else s) / c.warmup_steps)
+        elif s < start:
+            out.append(c.lr)
+        else:
+            remaining = (c.steps - s) / max(1, c.steps - start)
+            if shape == "cosine":
+                remaining = 0.5 * (1 + math.cos(math.pi * (1 - remaining)))
+            out.append(low + (c.lr - low) * remaining)
+    return torch.tensor(out, dtype=steps.dtype, device=steps.device)
+
+
+def check_learning_rate_schedule(fn: Callable, *, device=None) -> None:
+    r"""Check the training schedule: ``fn(steps, config)`` must return the learning rate of every
+    optimizer step in ``steps`` — linear warm-up, constant, then a linear decay to ``min_lr``.
+
+    Parameters
+    ----------
+    fn : callable
+        ``fn(steps, config) -> Tensor of shape (B,)`` for ``steps``, a float tensor of 0-based
+        step numbers of shape ``(B,)``, and a :class:`tfnewton.train.TrainConfig`; the rates
+        in ``steps``' dtype and on its device.
+    device : str or torch.device, optional
+        Where the cases live (default CPU).
+
+    Raises
+    ------
+    ExerciseError
+        On the first case answered wrongly, saying what is wrong (a warm-up that starts at 0,
+        a decay from the end of the warm-up, a decay to 0 instead of ``min_lr``, a cosine, ...).
+
+    Notes
+    -----
+    The reference is :func:`tfnewton.train.learning_rate` (``"linear_decay"`` schedule). Five
+    cases: the shipped recipe's boundaries and random steps, the same for a single step, and
+    three small recipes (with and without warm-up, ``min_lr`` zero and not), one in float32.
+    """
+    from .train import learning_rate
+
+    device = check_device(device)
+    cases = _schedule_cases(learning_rate, device)
+    _check_steps(
+        fn,
+        cases,
+        phase=_schedule_phase,
+        name="learning_rate_schedule",
+        known_mistakes={
+            "the warm-up starts at 0 (lr·step/warmup_steps): step 0 already trains, at "
+            "lr·(step + 1)/warmup_steps": lambda s, c: _rates_with(s, c, warmup="from_zero"),
+            "there is no warm-up: the first warmup_steps steps climb linearly to lr":
+                lambda s, c: _rates_with(s, c, warmup="none"),
+            "the decay starts at the end of the warm-up; it covers only the last decay_fraction "
+            "of the steps (from round(steps·(1 − decay_fraction)))":
+                lambda s, c: _rates_with(s, c, decay_from=lambda c: c.warmup_steps),
+            "the decay ends at 0; it ends at config.min_lr": lambda s, c: _rates_with(s, c, floor=0.0),
+            "the decay is a cosine; the recipe's is linear": lambda s, c: _rates_with(s, c, shape="cosine"),
+        },
+    )
+
+
+def _stages_with(steps, config, *, capped=True, first=0, rounding="floor", honour_switch=True, swap=False):
+    """The curriculum with one thing changed (the curriculum checker's known mistakes)."""
+    c = config
+    rows = []
+    for s in steps.tolist():
+        if not c.curriculum and honour_switch:
+            rows.append((c.d, c.n_points))
+            continue
+        stage = (int(s) // c.curriculum_every if rounding == "floor" else round(s / c.curriculum_every)) + first
+        d_eff, n_eff = c.d_start + c.d_inc * stage, c.n_start + c.n_inc * stage
+        rows.append((min(c.d, d_eff), min(c.n_points, n_eff)) if capped else (d_eff, n_eff))
+    out = torch.tensor(rows, dtype=steps.dtype, device=steps.device)
+    return out.flip(-1) if swap else out
+
+
+def check_curriculum(fn: Callable, *, device=None) -> None:
+    r"""Check the curriculum: ``fn(steps, config)`` must return, for every optimizer step in
+    ``steps``, the effective dimension and the prompt length the training loop uses.
+
+    Parameters
+    ----------
+    fn : callable
+        ``fn(steps, config) -> Tensor of shape (B, 2)`` for ``steps``, a float tensor of 0-based
+        step numbers of shape ``(B,)``, and a :class:`tfnewton.train.TrainConfig`; row ``b`` is
+        ``(d_eff, n_eff)`` at ``steps[b]``, in ``steps``' dtype and on its device.
+    device : str or torch.device, optional
+        Where the cases live (default CPU).
+
+    Raises
+    ------
+    ExerciseError
+        On the first case answered wrongly, saying what is wrong (no cap at ``d`` and
+        ``n_points``, stages counted from 1, ``config.curriculum`` ignored, ...).
+
+    Notes
+    -----
+    The reference is :func:`tfnewton.train.curriculum_at`. Five cases: the shipped recipe's
+    stage boundaries and random steps, the same for a single step, a recipe without
+    curriculum and two small ones with other starts and increments, one in float32.
+    """
+    from .train import curriculum_at
+
+    device = check_device(device)
+    cases = _schedule_cases(lambda s, c: list(curriculum_at(s, c)), device)
+    _check_steps(
+        fn,
+        cases,
+        phase=_curriculum_phase,
+        name="curriculum",
+        known_mistakes={
+            "the stages are not capped: d_eff stops at config.d and n_eff at config.n_points":
+                lambda s, c: _stages_with(s, c, capped=False),
+            "the stages are counted from 1: steps 0 … curriculum_every − 1 are stage 0 "
+            "(d_start, n_start)": lambda s, c: _stages_with(s, c, first=1),
+            "the stage is rounded (round(step/curriculum_every)); it is the floor, "
+            "step // curriculum_every": lambda s, c: _stages_with(s, c, rounding="round"),
+            "config.curriculum = False is ignored: then every step sees (d, n_points)":
+                lambda s, c: _stages_with(s, c, honour_switch=False),
+            "the columns are swapped: each row is (d_eff, n_eff)": lambda s, c: _stages_with(s, c, swap=True),
+        },
+    )
+
+
+def check_error_vs_k(fn: Callable, *, device=None) -> None:
+    r"""Check the evaluation curve: ``fn(pred, y, d)`` must return the normalized squared error
+    ``mean_b (ŷ_bk − y_bk)² / d`` at every position ``k`` (the prediction made after ``k``
+    examples).
+
+    Parameters
+    ----------
+    fn : callable
+        ``fn(pred, y, d) -> Tensor of shape (n,)`` for predictions and labels of shape
+        ``(B, n)`` and the input dimension ``d``.
+    device : str or torch.device, optional
+        Where the cases live (default CPU).
+
+    Raises
+    ------
+    ExerciseError
+        On the first case answered wrongly, saying what is wrong (no ``1/d``, a root mean
+        square, absolute errors, ...).
+
+    Notes
+    -----
+    The reference is :func:`tfnewton.metrics.normalized_error`. Predictions are Iterative
+    Newton's (:func:`tfnewton.algorithms.prefix_predictions`, two steps) on random prompts of
+    :func:`tfnewton.tasks.sample_linear_regression`; four cases, one of a single prompt, one
+    in float32.
+    """
+    from .algorithms import prefix_predictions
+    from .metrics import normalized_error
+    from .tasks import sample_linear_regression
+
+    device = check_device(device)
+    generator = torch.Generator().manual_seed(89)
+    cases = []
+    for B, n, d, dtype in ((6, 11, 5, torch.float64), (1, 7, 3, torch.float64), (9, 9, 4, torch.float64),
+                           (5, 13, 6, torch.float32)):
+        task = sample_linear_regression(B, n, d, generator=generator, dtype=torch.float64)
+        pred = prefix_predictions("newton", task.X, task.y, 2)[2]
+        expected = normalized_error(pred, task.y, d)
+        cases.append(((pred.to(device=device, dtype=dtype), task.y.to(device=device, dtype=dtype), d),
+                      expected.to(device=device, dtype=dtype)))
+    check_function(
+        fn,
+        cases,
+        name="error_vs_k",
+        known_mistakes={
+            "the error is not divided by d: Garg et al.'s normalized error is (ŷ − y)²/d, so that "
+            "predicting 0 scores about 1 whatever d": lambda p, y, d: ((p - y) ** 2).mean(0),
+            "you take the root (an RMS error); the normalized error is squared":
+                lambda p, y, d: (((p - y) ** 2).mean(0) / d).sqrt(),
+            "you average absolute errors |ŷ − y|/d; the normalized error squares them":
+                lambda p, y, d: (p - y).abs().mean(0) / d,
+            "you divide by n (the prompt length) instead of d": lambda p, y, d: ((p - y) ** 2).mean(0) / y.shape[-1],
+        },
+    )
+
+
 # ---------------------------------------------------------------------- linear regression probes
+
+
+def check_similarity_of_errors(fn: Callable, *, device=None) -> None:
+    r"""Check Fu et al.'s similarity of errors: ``fn(pred_a, pred_b, y)`` must return, for every
+    prompt, the cosine between the residual vectors ``(ŷ^A_i − y_i)_i`` and ``(ŷ^B_i − y_i)_i``
+    over its positions.
+
+    Parameters
+    ----------
+    fn : callable
+        ``fn(pred_a, pred_b, y) -> Tensor of shape (B,)`` for two predictors' answers and the
+        labels, each of shape ``(B, n)``.
+    device : str or torch.device, optional
+        Where the cases live (default CPU).
+
+    Raises
+    ------
+    ExerciseError
+        On the first case answered wrongly, saying what is wrong (the cosine of the
+        predictions, a correlation, a mean over prompts, ...).
+
+    Notes
+    -----
+    The reference is :func:`tfnewton.metrics.similarity_of_errors` with ``reduction="none"``.
+    The predictors are Iterative Newton after a few steps and gradient descent
+    (:func:`tfnewton.algorithms.prefix_predictions`) on random prompts, so their residuals are
+    alike but not equal; four cases, one of a single prompt, one in float32.
+    """
+    from .algorithms import prefix_predictions
+    from .metrics import similarity_of_errors
+    from .tasks import sample_linear_regression
+
+    device = check_device(device)
+    generator = torch.Generator().manual_seed(97)
+    cases = []
+    for B, n, d, steps, dtype in ((6, 11, 5, 3, torch.float64), (1, 9, 4, 2, torch.float64),
+                                  (8, 13, 6, 4, torch.float64), (5, 11, 5, 3, torch.float32)):
+        task = sample_linear_regression(B, n, d, generator=generator, dtype=torch.float64, noise_std=0.1)
+        a = prefix_predictions("newton", task.X, task.y, steps)[steps]
+        b = prefix_predictions("gd", task.X, task.y, 4 * steps)[4 * steps]
+        expected = similarity_of_errors(a, b, task.y, reduction="none")
+        args = tuple(t.to(device=device, dtype=dtype) for t in (a, b, task.y))
+        cases.append((args, expected.to(device=device, dtype=dtype)))
+
+    def cosine(u, v):
+        return (u * v).sum(-1) / (u.norm(dim=-1) * v.norm(dim=-1))
+
+    def centered(u):
+        return u - u.mean(-1, keepdim=True)
+
+    check_function(
+        fn,
+        cases,
+        name="similarity_of_errors",
+        known_mistakes={
+            "you compare the predictions ŷ^A and ŷ^B; the metric compares the residuals ŷ − y":
+                lambda a, b, y: cosine(a, b),
+            "you center the residuals (a correlation coefficient); the metric is their plain cosine":
+                lambda a, b, y: cosine(centered(a - y), centered(b - y)),
+            "the dot product of the residuals is not divided by their norms (a cosine is)":
+                lambda a, b, y: ((a - y) * (b - y)).sum(-1),
+        },
+    )
+
+
+def check_newton_iterate(fn: Callable, *, device=None) -> None:
+    r"""Check Iterative Newton for least squares: ``fn(X, y, alpha, steps)`` must return
+    ``w_k = M_k Xᵀy`` after ``k = steps`` steps of ``M_{k+1} = 2M_k − M_k S M_k`` from
+    ``M_0 = αS``, ``S = XᵀX``.
+
+    Parameters
+    ----------
+    fn : callable
+        ``fn(X, y, alpha, steps) -> Tensor of shape (B, d)`` for ``X (B, n, d)``, ``y (B, n)``,
+        one ``α`` per prompt, ``alpha (B,)``, and an int ``steps >= 0``.
+    device : str or torch.device, optional
+        Where the cases live (default CPU).
+
+    Raises
+    ------
+    ExerciseError
+        On the first case answered wrongly, saying what is wrong (``M_0 = αI``, ``S = XᵀX/n``,
+        a step too few or too many, the ``2`` missing, ...).
+
+    Notes
+    -----
+    The reference is :func:`tfnewton.algorithms.newton_least_squares`. ``α`` is between 0.5 and
+    1.5 times :func:`tfnewton.algorithms.default_newton_alpha` of ``S`` (``1/λ_max(S)²``),
+    different per prompt; prompts from :func:`tfnewton.tasks.sample_linear_regression`, some
+    with fewer points than dimensions, some ill-conditioned; five cases, one in float32.
+    """
+    from .algorithms import newton_least_squares
+    from .tasks import sample_linear_regression
+
+    device = check_device(device)
+    generator = torch.Generator().manual_seed(101)
+    cases = []
+    for B, n, d, steps, kappa, dtype in ((4, 10, 5, 3, 1.0, torch.float64), (1, 8, 3, 0, 1.0, torch.float64),
+                                         (6, 4, 6, 5, 1.0, torch.float64), (3, 12, 4, 8, 100.0, torch.float64),
+                                         (5, 11, 5, 2, 1.0, torch.float32)):
+        task = sample_linear_regression(B, n, d, generator=generator, dtype=torch.float64, condition_number=kappa)
+        S = task.X.mT @ task.X
+        alpha = (0.5 + torch.rand(B, generator=generator, dtype=torch.float64)) * default_newton_alpha(S)
+        expected = newton_least_squares(task.X, task.y, steps, alpha=alpha)[steps]
+        args = tuple(t.to(device=device, dtype=dtype) for t in (task.X, task.y, alpha)) + (steps,)
+        cases.append((args, expected.to(device=device, dtype=dtype)))
+
+    def newton(X, y, alpha, steps, *, start="S", scale=1.0, first=2.0):
+        S = X.mT @ X / scale
+        eye = torch.eye(S.shape[-1], dtype=S.dtype, device=S.device)
+        M = alpha.reshape(-1, 1, 1) * (S if start == "S" else eye)
+        for _ in range(steps):
+            M = first * M - M @ S @ M
+        return (M @ (X.mT @ y.unsqueeze(-1)) / scale).squeeze(-1)
+
+    check_function(
+        fn,
+        cases,
+        name="newton_iterate",
+        known_mistakes={
+            "you start from M₀ = αI; Iterative Newton starts from M₀ = αS (S = XᵀX)":
+                lambda X, y, a, k: newton(X, y, a, k, start="I"),
+            "you use S = XᵀX/n; here S = XᵀX, the α given is scaled for it":
+                lambda X, y, a, k: newton(X, y, a, k, scale=X.shape[1]),
+            "one step too few: w_k needs k updates of M after M₀ (w₀ = αSXᵀy)":
+                lambda X, y, a, k: newton(X, y, a, k - 1),
+            "one step too many: w_0 is M₀Xᵀy, with no update": lambda X, y, a, k: newton(X, y, a, k + 1),
+            "the update lacks its 2: M_{k+1} = 2M_k − M_k S M_k":
+                lambda X, y, a, k: newton(X, y, a, k, first=1.0),
+        },
+    )
+
+
+def check_min_norm_prefix_predictions(fn: Callable, *, device=None) -> None:
+    r"""Check least squares as an in-context learner: ``fn(X, y)`` must return, at every position
+    ``i``, the prediction ``x_iᵀ ŵ`` of the minimum-norm least-squares fit ``ŵ = X_{<i}⁺ y_{<i}``
+    on the pairs before it (``0`` at ``i = 0``).
+
+    Parameters
+    ----------
+    fn : callable
+        ``fn(X, y) -> Tensor of shape (B, n)`` for ``X (B, n, d)``, ``y (B, n)``.
+    device : str or torch.device, optional
+        Where the cases live (default CPU).
+
+    Raises
+    ------
+    ExerciseError
+        On the first case answered wrongly, saying what is wrong (the pair itself or the whole
+        prompt in the fit, 0 where fewer than ``d`` pairs were seen, ...).
+
+    Notes
+    -----
+    The reference is :func:`tfnewton.algorithms.prefix_predictions` with ``"ols"``
+    (:func:`tfnewton.algorithms.least_squares`, ``pinv``). Labels carry noise, so a fit that
+    sees the pair it predicts is caught at every position. Four cases, one of a single prompt,
+    one in float32.
+    """
+    from .algorithms import least_squares, prefix_predictions
+    from .tasks import sample_linear_regression
+
+    device = check_device(device)
+    generator = torch.Generator().manual_seed(103)
+    cases = []
+    for B, n, d, dtype in ((5, 11, 5, torch.float64), (1, 7, 3, torch.float64), (4, 9, 6, torch.float64),
+                           (6, 11, 4, torch.float32)):
+        task = sample_linear_regression(B, n, d, generator=generator, dtype=torch.float64, noise_std=0.3)
+        expected = prefix_predictions("ols", task.X, task.y, 0)[0]
+        args = tuple(t.to(device=device, dtype=dtype) for t in (task.X, task.y))
+        cases.append((args, expected.to(device=device, dtype=dtype)))
+
+    def fit_on(X, y, pairs, *, zero_below_d=False, first=1):
+        """Prediction at positions first … n − 1 from the pairs pairs(i, n) (a slice); 0 before."""
+        B, n, d = X.shape
+        out = torch.zeros_like(y)
+        for i in range(first, n):
+            rows = pairs(i, n)
+            if rows.stop == 0 or (zero_below_d and rows.stop - (rows.start or 0) < d):
+                continue
+            w = least_squares(X[:, rows], y[:, rows])
+            out[:, i] = (w * X[:, i]).sum(-1)
+        return out
+
+    check_function(
+        fn,
+        cases,
+        name="min_norm_prefix_predictions",
+        known_mistakes={
+            **{f"the fit includes the pair it predicts (pairs 0 … i){where}; position i may only use "
+               "the pairs before it, 0 … i − 1": lambda X, y, first=first: fit_on(
+                   X, y, lambda i, n: slice(0, i + 1), first=first)
+               for first, where in ((1, ""), (0, ", from position 0 on"))},
+            **{f"the fit uses the whole prompt, later pairs included{where}; position i may only use "
+               "the pairs before it": lambda X, y, first=first: fit_on(X, y, lambda i, n: slice(0, n), first=first)
+               for first, where in ((1, ""), (0, ", from position 0 on"))},
+            "you predict 0 where fewer than d pairs were seen; there the minimum-norm solution "
+            "X⁺y (torch.linalg.pinv) still predicts": lambda X, y: fit_on(X, y, lambda i, n: slice(0, i),
+                                                                          zero_below_d=True),
+        },
+    )
