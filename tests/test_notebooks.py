@@ -14,8 +14,16 @@ ROOT = Path(__file__).resolve().parent.parent
 CODE_CELL = re.compile(r"^```\{code-cell\}", re.MULTILINE)
 
 
+NOT_A_CHAPTER = re.compile(r"^tfnewton:\s*\n\s+chapter:\s*false\b", re.MULTILINE)  # the course page
+
+
 def _notebook_pages():
-    return [p for p in chapter_files(ROOT) if p.suffix == ".ipynb" or CODE_CELL.search(p.read_text(encoding="utf-8"))]
+    return [
+        p
+        for p in chapter_files(ROOT)
+        if p.suffix == ".ipynb"
+        or (CODE_CELL.search(text := p.read_text(encoding="utf-8")) and not NOT_A_CHAPTER.search(text))
+    ]
 
 
 def test_book_root_is_this_repository():
@@ -277,3 +285,24 @@ def test_the_same_chapter_gives_the_same_file(tmp_path):
     first = write_notebooks(tmp_path / "a", solutions=False)
     second = write_notebooks(tmp_path / "b", solutions=False)
     assert [p.read_bytes() for p in first] == [p.read_bytes() for p in second]
+
+
+def test_a_page_that_is_not_a_chapter_is_not_written(tmp_path):
+    """The course page has code but is for teachers: `tfnewton: {chapter: false}`."""
+    from tfnewton.notebooks import is_chapter
+
+    book = _tiny_book(tmp_path / "book")
+    teachers = _EXERCISE_CHAPTER.replace("---\n\n# A chapter", "tfnewton:\n  chapter: false\n---\n\n# Teachers")
+    (book / "teachers.md").write_text(teachers)
+    (book / "_toc.yml").write_text(
+        "format: jb-book\nroot: intro\nchapters:\n  - file: teachers\n  - file: chapter\n"
+    )
+    assert not is_chapter(chapter_notebook(book / "teachers.md"))
+    assert is_chapter(chapter_notebook(book / "chapter.md"))
+    assert [p.name for p in write_notebooks(tmp_path / "out", root=book)] == ["01_chapter.ipynb"]
+
+
+def test_the_course_page_is_not_among_the_notebooks(tmp_path):
+    course = ROOT / "book" / "course.md"
+    assert NOT_A_CHAPTER.search(course.read_text(encoding="utf-8"))
+    assert "course" not in {p.stem.split("_", 1)[1] for p in write_notebooks(tmp_path)}

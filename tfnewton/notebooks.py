@@ -7,7 +7,9 @@ The chapters are MyST-markdown notebooks (``book/*.md``) listed in ``_toc.yml``.
     python -m tfnewton notebooks notebooks/
     jupyter lab notebooks/
 
-Pages that hold no code (the API reference) are skipped. Each notebook runs top
+Pages that hold no code (the API reference) are skipped, and so are pages whose
+front matter says they are not a chapter (``tfnewton: {chapter: false}``: the
+course page, written for teachers). Each notebook runs top
 to bottom from a fresh kernel, as the book build runs it. The conversion is
 myst-nb's own reader, the one the book build uses, so a notebook holds exactly
 the cells the built page shows.
@@ -32,7 +34,7 @@ import os
 import re
 from pathlib import Path
 
-__all__ = ["find_book_root", "chapter_files", "chapter_notebook", "write_notebooks"]
+__all__ = ["find_book_root", "chapter_files", "chapter_notebook", "is_chapter", "write_notebooks"]
 
 # The MyST extensions the book enables (``parse.myst_enable_extensions`` in _config.yml).
 _MYST_EXTENSIONS = ("amsmath", "dollarmath", "colon_fence", "deflist", "substitution")
@@ -233,6 +235,21 @@ def chapter_notebook(path: str | os.PathLike, *, solutions: bool = True):
     return nb
 
 
+def is_chapter(nb) -> bool:
+    """False for a page whose front matter says ``tfnewton: {chapter: false}`` (the course page).
+
+    Parameters
+    ----------
+    nb : nbformat.NotebookNode
+        As :func:`chapter_notebook` returns it (the front matter is its metadata).
+
+    Returns
+    -------
+    bool
+    """
+    return (nb.metadata.get("tfnewton") or {}).get("chapter", True) is not False
+
+
 def write_notebooks(
     directory: str | os.PathLike,
     *,
@@ -241,6 +258,8 @@ def write_notebooks(
     solutions: bool = True,
 ) -> list[Path]:
     """Write every chapter listed in ``_toc.yml`` as ``NN_name.ipynb`` into ``directory``.
+
+    Pages without code and pages that are not chapters (:func:`is_chapter`) are left out.
 
     Parameters
     ----------
@@ -286,7 +305,7 @@ def write_notebooks(
     directory.mkdir(parents=True, exist_ok=True)
     written = []
     for page, nb in notebooks:
-        if nb is None:
+        if nb is None or not is_chapter(nb):
             continue
         target = directory / f"{len(written) + 1:02d}_{page.stem}.ipynb"
         nbformat.write(nb, target)
