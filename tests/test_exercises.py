@@ -778,7 +778,7 @@ LINEAR_REGRESSION_CHECKERS = {
 }
 
 # --------------------------------------------------------------------------------------
-# The probing chapter: a held-out ridge probe's R², similarity of errors, the Newton-GD gap
+# The probing chapter: a held-out ridge probe's R², the best-matching step, the Newton-GD gap
 # --------------------------------------------------------------------------------------
 from tfnewton.exercises import check_best_matching_step, check_held_out_r2, check_newton_gd_gap  # noqa: E402
 
@@ -836,17 +836,23 @@ PROBING_YOUR_MODEL_CHECKERS = {
         "population std": (lambda *a: _held_out_r2(*a, ddof=0), ["population standard deviation"]),
     }),
     "best_matching_step": (check_best_matching_step, [
-        lambda sim, steps: steps[sim.nan_to_num(-float("inf")).argmax(-1)],
-        lambda sim, steps: torch.tensor([max((v, -j, s) for j, (v, s) in enumerate(zip(row.tolist(), steps.tolist()))
-                                             if v == v)[2] for row in sim], dtype=sim.dtype),
+        lambda p, a, y, steps: steps[_cosine((p - y)[:, None], (a - y)[None]).mean(-1).argmax(-1)],
+        lambda p, a, y, steps: torch.tensor([steps[max(range(len(a)), key=lambda j: (
+            float(torch.nn.functional.cosine_similarity(q - y, a[j] - y, dim=-1).mean()), -j))] for q in p],
+            dtype=p.dtype),
     ], {
-        "argmin": (lambda sim, steps: steps[sim.nan_to_num(float("inf")).argmin(-1)], ["lowest similarity"]),
-        "index": (lambda sim, steps: sim.nan_to_num(-float("inf")).argmax(-1).to(sim.dtype), ["column index"]),
-        "NaN": (lambda sim, steps: steps[sim.argmax(-1)], ["NaN similarity"]),
-        "best layer per step": (lambda sim, steps: steps[:1].expand(sim.shape[1]) * 0
-                                + sim.nan_to_num(-1.0).argmax(0).to(sim.dtype), ["shape is wrong"]),
-        "one layer": (lambda sim, steps: steps[sim[:1].nan_to_num(-float("inf")).argmax(-1)].expand(sim.shape[0]),
-                      ["not batched", "right for problem"]),
+        "argmin": (lambda p, a, y, steps: steps[_cosine((p - y)[:, None], (a - y)[None]).mean(-1).argmin(-1)],
+                   ["lowest similarity"]),
+        "index": (lambda p, a, y, steps: _cosine((p - y)[:, None], (a - y)[None]).mean(-1).argmax(-1).to(p.dtype),
+                  ["row index"]),
+        "steps averaged": (lambda p, a, y, steps: steps[_cosine((p - y)[:, None], (a - y)[None]).argmax(1)].mean(-1),
+                           ["each prompt and average those steps"]),
+        "predictions": (lambda p, a, y, steps: steps[_cosine(p[:, None], a[None]).mean(-1).argmax(-1)],
+                        ["predictions themselves"]),
+        "the similarity": (lambda p, a, y, steps: _cosine((p - y)[:, None], (a - y)[None]).mean(-1).max(-1).values,
+                           ["best similarity"]),
+        "best predictor per step": (lambda p, a, y, steps: _cosine((p - y)[:, None], (a - y)[None]).mean(-1).argmax(0)
+                                    .to(p.dtype), ["shape is wrong"]),
     }),
     "newton_gd_gap": (check_newton_gd_gap, [
         _gap,

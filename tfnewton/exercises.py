@@ -1017,57 +1017,66 @@ def check_held_out_r2(fn: Callable, *, device=None) -> None:
 
 
 def check_best_matching_step(fn: Callable, *, device=None) -> None:
-    r"""Check the choice of each layer's best-matching step: ``fn(similarity, steps)`` must return,
-    for every row (layer), the step whose similarity is the highest, skipping NaN.
+    r"""Check Fu et al.'s matching of layers to steps: ``fn(preds, algo, y, steps)`` must return,
+    for every predictor (layer), the step whose predictions are most similar to its own.
 
-    A similarity is NaN where an algorithm's step diverged or a layer's activations are not
-    finite; such a column can never be the best.
+    Similarity is :func:`tfnewton.metrics.similarity_of_errors` (the cosine of the two residual
+    vectors of a prompt, averaged over the prompts); the best step is the one with the highest
+    average, one step for all prompts.
 
     Parameters
     ----------
     fn : callable
-        ``fn(similarity, steps) -> Tensor of shape (L,)`` for a table ``similarity`` of shape
-        ``(L, S)`` (layers × steps tried) and the steps ``steps``, a tensor of shape ``(S,)``
-        in the table's dtype; returns the chosen steps (values, not column indices) in that
-        dtype. On a tie the first of the tied steps is chosen.
+        ``fn(preds, algo, y, steps) -> Tensor of shape (L,)`` for ``preds`` of shape
+        ``(L, B, n)`` (``L`` predictors, e.g. the read-outs of ``L`` layers), the algorithm's
+        answers ``algo`` of shape ``(S, B, n)`` (one row per step tried), labels ``y (B, n)``
+        and the steps tried, ``steps``, a tensor of shape ``(S,)`` in the inputs' dtype;
+        returns the chosen steps (values, not row indices) in that dtype.
     device : str or torch.device, optional
         Where the cases live (default CPU).
 
     Raises
     ------
     ExerciseError
-        On the first case answered wrongly, saying what is wrong (the worst step, the column
-        index instead of the step, a NaN taken as the best, the best layer of each step, ...).
+        On the first case answered wrongly, saying what is wrong (the worst step, the row
+        index instead of the step, a step per prompt averaged, predictions compared instead of
+        residuals, the best similarity instead of its step, ...).
 
     Notes
     -----
-    The reference is :func:`tfnewton.metrics.best_matching`. Tables of similarities in
-    ``[0.5, 1)`` with steps ``0, 1, 2, …`` or powers of two, some NaN entries (two cases
-    have NaN in every row), ``L ≠ S``; four cases in float64 and one in float32.
+    The reference is :func:`tfnewton.metrics.similarity_of_errors` for every pair of predictor
+    and step, and :func:`tfnewton.metrics.best_matching` for the choice. The algorithms'
+    answers are :func:`tfnewton.algorithms.prefix_predictions` of Iterative Newton (steps
+    ``0, 1, …``) or gradient descent (powers of two); the predictors mix two steps with noise.
+    ``L ≠ S``; four cases in float64 and one in float32.
     """
-    from .metrics import best_matching
+    from .algorithms import prefix_predictions
+    from .metrics import best_matching, similarity_of_errors
 
     device = check_device(device)
     generator = torch.Generator().manual_seed(67)
+    shapes = ((6, 11, 3, 1.0, torch.float64), (8, 9, 4, 10.0, torch.float64),
+              (5, 13, 2, 10.0, torch.float64), (10, 16, 5, 100.0, torch.float64),
+              (6, 11, 3, 10.0, torch.float32))
     cases = []
-    for L, steps, nan_share, dtype in ((7, list(range(21)), 0.0, torch.float64),
-                                       (1, [1, 2, 4, 8, 16], 0.0, torch.float64),
-                                       (5, [0] + [2**i for i in range(11)], 0.15, torch.float64),
-                                       (13, list(range(9)), 0.2, torch.float64),
-                                       (4, [1, 2, 4, 8, 16, 32], 0.2, torch.float32)):
-        S = len(steps)
-        similarity = 0.5 + 0.5 * torch.rand(L, S, generator=generator, dtype=torch.float64)
-        if nan_share:
-            nan = torch.rand(L, S, generator=generator) < nan_share
-            nan[:, 0] = True  # a NaN in every row, before the best
-            similarity[nan] = float("nan")
-        similarity = similarity.to(dtype)  # the reference chooses on what the student sees
+    for (X, y, dtype), (L, name) in zip(_least_squares_cases(generator, shapes),
+                                        ((4, "newton"), (1, "gd"), (5, "newton"), (3, "gd"), (2, "newton"))):
+        steps = list(range(9)) if name == "newton" else [1, 2, 4, 8, 16, 32, 64]
+        algo = prefix_predictions(name, X, y, steps[-1])[steps]  # (S, B, n)
+        pick = torch.randint(0, len(steps), (2, L), generator=generator)
+        share = torch.rand(L, 1, 1, generator=generator, dtype=torch.float64)
+        noise = 0.3 * torch.randn(L, *y.shape, generator=generator, dtype=torch.float64) * y.std()
+        preds = share * algo[pick[0]] + (1 - share) * algo[pick[1]] + noise
+        similarity = similarity_of_errors(preds[:, None], algo[None], y)  # (L, S)
         expected = torch.tensor([step for step, _ in best_matching(similarity, steps)], dtype=dtype)
-        args = (similarity.to(device), torch.tensor(steps, dtype=dtype, device=device))
+        args = tuple(v.to(device=device, dtype=dtype) for v in (preds, algo, y)) + (
+            torch.tensor(steps, dtype=dtype, device=device),)
         cases.append((args, expected.to(device)))
 
-    def pick(index):
-        return lambda sim, steps: steps[index(sim)]
+    def cosines(preds, algo, y, residuals=True):  # (L, S, B)
+        a, b = (preds - y, algo - y) if residuals else (preds, algo)
+        a, b = a[:, None], b[None]
+        return (a * b).sum(-1) / (a.norm(dim=-1) * b.norm(dim=-1))
 
     check_function(
         fn,
@@ -1075,12 +1084,16 @@ def check_best_matching_step(fn: Callable, *, device=None) -> None:
         name="best_matching_step",
         known_mistakes={
             "you choose the step with the lowest similarity; the best-matching step has the highest":
-                pick(lambda sim: sim.nan_to_num(float("inf")).argmin(-1)),
-            "you return the column index of the best step; return the step itself, steps[index]":
-                lambda sim, steps: sim.nan_to_num(-float("inf")).argmax(-1).to(sim.dtype),
-            "a NaN similarity (a diverged step) is taken as the best: argmax counts NaN as the "
-            "largest value, so replace NaN by −inf first (torch.nan_to_num)":
-                pick(lambda sim: sim.argmax(-1)),
+                lambda p, a, y, steps: steps[cosines(p, a, y).mean(-1).argmin(-1)],
+            "you return the row index of the best step; return the step itself, steps[index]":
+                lambda p, a, y, steps: cosines(p, a, y).mean(-1).argmax(-1).to(steps.dtype),
+            "you choose a step for each prompt and average those steps; the protocol chooses one "
+            "step for all prompts, the one with the highest mean similarity":
+                lambda p, a, y, steps: steps[cosines(p, a, y).argmax(1)].mean(-1),
+            "you compare the predictions themselves; the similarity compares residuals (prediction − y)":
+                lambda p, a, y, steps: steps[cosines(p, a, y, residuals=False).mean(-1).argmax(-1)],
+            "you return the best similarity; return the step at which it is reached":
+                lambda p, a, y, steps: cosines(p, a, y).mean(-1).max(-1).values,
         },
     )
 
