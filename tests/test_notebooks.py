@@ -234,7 +234,8 @@ def test_solutions_must_be_a_bool(tmp_path):
         chapter_notebook(_tiny_book(tmp_path) / "chapter.md", solutions="no")
 
 
-SOLUTION_TAG_LINE = re.compile(r"^:tags:\s*\[[^\]]*\bsolution\b[^\]]*\]", re.MULTILINE)
+# `:tags: [...]` or, in a cell's YAML block, `tags: [...]`
+SOLUTION_TAG_LINE = re.compile(r"^:?tags:\s*\[[^\]]*\bsolution\b[^\]]*\]", re.MULTILINE)
 
 
 def test_every_solution_of_the_book_is_left_out_of_the_student_copies(tmp_path):

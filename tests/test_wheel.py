@@ -32,7 +32,8 @@ from tfnewton.notebooks import chapter_files, write_notebooks
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parent.parent
-SOLUTION_TAG_LINE = re.compile(r"^:tags:\s*\[[^\]]*\bsolution\b[^\]]*\]", re.MULTILINE)
+# `:tags: [...]` or, in a cell's YAML block, `tags: [...]`
+SOLUTION_TAG_LINE = re.compile(r"^:?tags:\s*\[[^\]]*\bsolution\b[^\]]*\]", re.MULTILINE)
 # Not part of a build: environments, outputs, caches, runs.
 _NOT_SOURCES = shutil.ignore_patterns(
     ".git", ".venv", "venv", "_build", "build", "dist", "*.egg-info", "runs", "notebooks",
