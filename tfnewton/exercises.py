@@ -1127,7 +1127,8 @@ def check_newton_gd_gap(fn: Callable, *, device=None) -> None:
     Notes
     -----
     The reference is :func:`tfnewton.metrics.similarity_of_errors` for every pair of predictor
-    and step, maximized over the steps. The algorithms' answers are
+    and step, maximized over the steps (:func:`tfnewton.separation.newton_gd_gap` computes the
+    same gap from the prompts, running the algorithms itself). The algorithms' answers are
     :func:`tfnewton.algorithms.prefix_predictions` of Iterative Newton (steps 0 to 6) and
     gradient descent (steps 1 to 64, doubling); the predictors mix a Newton step and a GD step
     with noise, so some are closer to one algorithm and some to the other. ``L`` from 1 to 5;
