@@ -912,3 +912,18 @@ def test_chapter_checkers_validate_fn_and_device(checker):
         check(torch.zeros(3))
     with pytest.raises(ValueError, match="device"):
         check(lambda *args: None, device="no-such-device")
+
+
+def test_an_input_holding_nan_is_not_reported_as_changed_in_place(capsys):
+    """NaN != NaN, so a plain equality check would call every NaN-holding input 'changed'."""
+    x = torch.tensor([[1.0, float("nan")], [2.0, 3.0]], dtype=torch.float64)
+    expected = x.nan_to_num(0.0)
+    check_function(lambda t: t.nan_to_num(0.0), [((x,), expected), ((x.float(),), expected.float())], name="zero_nan")
+    assert "zero_nan: correct" in capsys.readouterr().out
+
+    def in_place(t):
+        t.nan_to_num_(0.0)
+        return t
+
+    with pytest.raises(ExerciseError, match="changes its argument"):
+        check_function(in_place, [((x.clone(),), expected)], name="zero_nan")
