@@ -70,7 +70,7 @@ def phase_argv(name: str, args, out: Path) -> list:
         return [py, "benchmarks/train_step.py", "--device", args.device, *extra]
     if name == "book":
         extra = ["--quick"] if args.quick else []
-        return [py, "benchmarks/book.py", "--json", str(out / "book_times.json"), *extra]
+        return [py, "benchmarks/book.py", "--out", str(out / "book_times.json"), *extra]
     raise ValueError(f"phase {name!r} has no single command line")
 
 

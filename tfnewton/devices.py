@@ -68,7 +68,8 @@ def describe_device(device=None) -> str:
         index = device.index if device.index is not None else torch.cuda.current_device()
         where = f"cuda:{index} ({torch.cuda.get_device_name(index)})"
     else:
-        where = f"{device.type} ({torch.get_num_threads()} threads)"
+        threads = torch.get_num_threads()
+        where = f"{device.type} ({threads} thread{'' if threads == 1 else 's'})"
     return f"tfnewton {__version__} · torch {torch.__version__} · {where}"
 
 
