@@ -37,7 +37,7 @@ from .algorithms import ALGORITHMS, as_algorithm, step_list
 from .capture import check_hooked, query_position, run_with_cache, takes_query, task_prompts
 from .metrics import normalized_error
 from .ridge import RidgeProbe, check_enough_problems, split_indices
-from .tables import Table
+from .tables import Table, TableView
 
 __all__ = ["ComparisonTable", "compare"]
 
@@ -45,7 +45,7 @@ COLUMNS = ("name", "kind", "axis", "index", "error", "median_error", "readout")
 
 
 @dataclass
-class ComparisonTable:
+class ComparisonTable(TableView):
     """The tidy result of :func:`compare`: one row per (entry, layer or step).
 
     Each row is a dict with keys ``name`` (the entry's label), ``kind`` (``"algorithm"`` or
@@ -122,15 +122,6 @@ class ComparisonTable:
         rows = [[r["name"], r["kind"], r["axis"], r["index"], f"{r['error']:.3g}", f"{r['median_error']:.3g}",
                  r["readout"]] for r in self.rows]
         return Table(list(COLUMNS), rows)
-
-    def __str__(self) -> str:
-        return self.to_table().to_markdown()
-
-    def _repr_html_(self) -> str:
-        return self.to_table().to_html()
-
-    def _repr_markdown_(self) -> str:
-        return self.to_table().to_markdown()
 
     def plot(self, ax=None, *, logy: bool = True, logx: bool = False, title: str | None = None):
         """Error against layer / step for every entry, with :func:`tfnewton.plotting.error_curves`.

@@ -34,7 +34,7 @@ from . import algorithms
 from .algorithms import as_algorithm, prefix_predictions, step_list
 from .capture import check_hooked, query_position, run_with_cache, takes_query, task_prompts, x_token_positions
 from .ridge import RidgeProbe, check_enough_problems, split_indices
-from .tables import Table
+from .tables import Table, TableView
 
 __all__ = [
     "cosine_similarity",
@@ -341,7 +341,7 @@ def best_matching(similarity: torch.Tensor, candidates) -> list:
 
 
 @dataclass
-class MatchTable:
+class MatchTable(TableView):
     """How similar each layer is to each step of an algorithm (Fu et al.'s matching).
 
     Attributes
@@ -398,15 +398,6 @@ class MatchTable:
         table = self.to_table()
         table.title = None
         return table.to_markdown()
-
-    def __str__(self) -> str:
-        return self.to_table().to_markdown()
-
-    def _repr_html_(self) -> str:
-        return self.to_table().to_html()
-
-    def _repr_markdown_(self) -> str:
-        return self.to_table().to_markdown()
 
     def plot(self, ax=None, *, mark_best: bool = True, **kwargs):
         """Heat map of the similarity (layers × steps) with :func:`tfnewton.plotting.heatmap`.

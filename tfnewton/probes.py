@@ -40,7 +40,7 @@ from . import _validate as v
 # batch 1: they stay importable from this module.
 from .algorithms import ALGORITHMS, as_algorithm, iterates, prefix_predictions, step_list
 from .capture import ActivationCache, check_hooked, hidden_states, query_position, run_with_cache, task_prompts
-from .tables import Table
+from .tables import Table, TableView
 from .ridge import (
     DEFAULT_PENALTIES,
     LinearProbe,
@@ -96,7 +96,7 @@ def random_init_like(model: nn.Module, *, seed: int = 0) -> nn.Module:
 
 
 @dataclass
-class ProbeTable:
+class ProbeTable(TableView):
     """Held-out R² of linear probes, one row per layer and one column per algorithm step.
 
     Attributes
@@ -178,15 +178,6 @@ class ProbeTable:
         table = self.to_table(min_r2)
         table.title = None
         return table.to_markdown()
-
-    def __str__(self) -> str:
-        return self.to_table().to_markdown()
-
-    def _repr_html_(self) -> str:
-        return self.to_table().to_html()
-
-    def _repr_markdown_(self) -> str:
-        return self.to_table().to_markdown()
 
     def plot(self, ax=None, *, control: str | None = None, mark_best: bool = True, **kwargs):
         """Heat map of R² (layers × steps) with :func:`tfnewton.plotting.heatmap`.

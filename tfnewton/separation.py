@@ -31,7 +31,7 @@ import torch
 from . import _validate as v
 from .algorithms import prefix_predictions
 from .metrics import similarity_of_errors
-from .tables import Table
+from .tables import Table, TableView
 
 __all__ = ["GD_GRID", "GD_STEPS", "GapTable", "gd_step_sizes", "newton_gd_gap", "separation_ceiling"]
 
@@ -43,7 +43,7 @@ GD_STEPS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 
 
 @dataclass
-class GapTable:
+class GapTable(TableView):
     """Each row's best similarity to Newton and to GD, and the gap between them.
 
     Attributes
@@ -84,15 +84,6 @@ class GapTable:
         header = ["row", "Newton: best similarity", "at step", "GD: best similarity", "at step", "GD step size", "gap"]
         title = f"similarity of errors, GD {self.gd_protocol} step size, {self.num_prompts} prompts"
         return Table(header, rows, title=title)
-
-    def __str__(self) -> str:
-        return self.to_table().to_markdown()
-
-    def _repr_html_(self) -> str:
-        return self.to_table().to_html()
-
-    def _repr_markdown_(self) -> str:
-        return self.to_table().to_markdown()
 
 
 def gd_step_sizes(X: torch.Tensor, grid=GD_GRID, quantile: float = 0.99) -> list:

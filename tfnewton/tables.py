@@ -14,7 +14,7 @@ import math
 from dataclasses import dataclass, field
 from numbers import Integral, Real
 
-__all__ = ["Table", "format_cell"]
+__all__ = ["Table", "TableView", "format_cell"]
 
 
 def format_cell(value, digits: int = 3) -> str:
@@ -107,3 +107,21 @@ class Table:
 
     def __str__(self) -> str:
         return self.to_markdown()
+
+
+class TableView:
+    """Shows a results object through its :meth:`to_table`: HTML in Jupyter and the book,
+    Markdown when printed. A subclass defines ``to_table() -> Table``."""
+
+    def to_table(self) -> Table:
+        """The object as a :class:`Table` (each subclass says which rows)."""
+        raise NotImplementedError(f"{type(self).__name__} must define to_table()")
+
+    def __str__(self) -> str:
+        return self.to_table().to_markdown()
+
+    def _repr_html_(self) -> str:
+        return self.to_table().to_html()
+
+    def _repr_markdown_(self) -> str:
+        return self.to_table().to_markdown()
