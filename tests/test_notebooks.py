@@ -6,7 +6,7 @@ from pathlib import Path
 import nbformat
 import pytest
 import yaml
-from nbclient import NotebookClient
+from notebook_run import run_in_fresh_kernel
 
 from tfnewton.notebooks import chapter_files, chapter_notebook, find_book_root, write_notebooks
 
@@ -125,12 +125,7 @@ def test_generated_notebook_runs_in_a_fresh_kernel(tmp_path, chapter):
     """As a reader would run it: a fresh kernel, in the folder the notebooks were written to."""
     written = {p.stem.split("_", 1)[1]: p for p in write_notebooks(tmp_path)}
     nb = nbformat.read(written[chapter], as_version=4)
-    NotebookClient(
-        nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
-    ).execute()  # raises CellExecutionError on the first failing cell
-    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
-    assert not [o for o in outputs if o.output_type == "error"]
-    assert any("image/png" in o.get("data", {}) for o in outputs), "the chapter drew no figure"
+    run_in_fresh_kernel(nb, tmp_path)
 
 
 # --------------------------------------------------------------------------- student copies
