@@ -18,8 +18,10 @@ algorithms ``"damped_newton_logistic"`` and ``"gradient_descent_logistic"`` of
 - :func:`classification_curves`: cross-entropy and accuracy against the number ``k`` of
   in-context examples for the model, the regularized maximum-likelihood fit (damped Newton,
   the same fit as scikit-learn's ``LogisticRegression(C = 1/(k·mu), fit_intercept=False)``),
-  gradient descent with a few steps and the step size tuned per ``k``, and the Bayes posterior
-  predictive (:func:`bayes_logits`), the best any predictor can do on these prompts.
+  gradient descent with a few steps and the step size tuned per ``k`` or once for all ``k``
+  (:func:`tuned_gd_logits`), and the Bayes posterior predictive (:func:`bayes_logits`, by
+  importance sampling from a Laplace proposal), the best any predictor can do on these
+  prompts.
 """
 
 from __future__ import annotations
@@ -396,74 +398,175 @@ def condition_step_sizes(X: torch.Tensor, condition_number, mu: float, *, quanti
 # --------------------------------------------------------------------------- against k: model, Newton, GD, Bayes
 
 
-def tuned_gd_logits(X: torch.Tensor, y: torch.Tensor, mu: float, *, steps: int = 3, lrs=None,
-                    groups=None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Logits of ``steps`` steps of gradient descent from 0 with the step size tuned per ``k`` (and group).
+def _check_step_grid(lrs) -> torch.Tensor:
+    """The grid of GD step sizes as a float64 CPU tensor (default: 25 values log-spaced over [0.1, 1000])."""
+    if lrs is None:
+        return torch.logspace(-1, 3, 25, dtype=torch.float64)
+    grid = torch.as_tensor(lrs, dtype=torch.float64).cpu()
+    v.check_tensor(grid, "lrs", ndim=1)
+    if grid.numel() == 0 or bool((grid <= 0).any()):
+        raise ValueError(f"lrs must be a non-empty sequence of step sizes > 0, got {grid.tolist()}")
+    return grid
 
-    At every position ``k`` GD runs on the first ``k`` pairs and predicts ``x_kᵀw``; the step
-    size is the one of ``lrs`` with the lowest mean cross-entropy at that position over the
-    prompts of each group — tuned on these very prompts, which favours GD.
+
+def _check_flag(value, name: str) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {type(value).__name__} ({value!r})")
+    return value
+
+
+def _gd_grid_logits(Xd: torch.Tensor, yd: torch.Tensor, mu: float, steps: int, lrs: torch.Tensor) -> torch.Tensor:
+    """``x_kᵀw`` after ``steps`` GD steps from 0 on the first ``k`` pairs, for every step size of
+    the grid: ``(R, B, n)``, 0 at position 0."""
+    B, n, d = Xd.shape
+    R = len(lrs)
+    z = torch.zeros(R, B, n, dtype=torch.float64)
+    for k in range(1, n):
+        # Several step sizes at once (the prompts repeated, one step size per copy), in blocks
+        # that keep the copies to about 2^24 numbers.
+        block = max(1, (1 << 24) // (B * k * d))
+        for r0 in range(0, R, block):
+            rs = lrs[r0:r0 + block]
+            W = gradient_descent_logistic(Xd[:, :k].repeat(len(rs), 1, 1), yd[:, :k].repeat(len(rs), 1), mu,
+                                          steps, lr=rs.repeat_interleave(B))[-1].reshape(len(rs), B, d)
+            z[r0:r0 + block, :, k] = (W * Xd[:, k]).sum(-1)
+    return z
+
+
+def _choose_gd_steps(z: torch.Tensor, yd: torch.Tensor, lrs: torch.Tensor, group: torch.Tensor, *,
+                     per_position: bool, tune_from: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per group, the step of the grid with the lowest mean cross-entropy, at each position
+    (``per_position``) or pooled over the positions ``k >= tune_from`` (one step for all)."""
+    R, B, n = z.shape
+    loss = F.softplus(-yd * z)  # (R, B, n)
+    labels = group.unique()
+    logits = torch.zeros(B, n, dtype=torch.float64)
+    best = torch.full((len(labels), n), math.nan, dtype=torch.float64)
+    for j, label in enumerate(labels):
+        mask = group == label
+        zg = z[:, mask]  # (R, B_g, n)
+        if per_position:
+            r = loss[:, mask].mean(1).argmin(0)  # (n,): the first of equal minima
+            logits[mask] = zg.gather(0, r.expand(1, zg.shape[1], n)).squeeze(0)
+            best[j, 1:] = lrs[r[1:]]
+        else:
+            r = int(loss[:, mask, tune_from:].mean((1, 2)).argmin())
+            logits[mask] = zg[r]
+            best[j, 1:] = lrs[r]
+    return logits, best
+
+
+def _gd_setup(X, y, mu, steps, lrs, groups, tune_from, global_step):
+    """Validated float64 CPU prompts, grid, groups and ``tune_from`` of :func:`tuned_gd_logits`
+    (``tune_from`` is only read, and ``n >= 2`` only needed, for a ``global_step``)."""
+    X, y = v.check_regression_inputs(X, y)
+    v.check_labels_pm1(y)
+    mu = v.check_positive(mu, "mu")
+    steps = v.check_int(steps, "steps", minimum=1)
+    grid = _check_step_grid(lrs)
+    B, n, d = X.shape
+    group = torch.zeros(B) if groups is None else torch.as_tensor(groups).cpu()
+    if tuple(group.shape) != (B,):
+        raise ValueError(f"groups must have shape (B,) = ({B},), got {tuple(group.shape)}")
+    if tune_from is not None:
+        tune_from = v.check_int(tune_from, "tune_from", minimum=1)
+    if global_step:
+        if n < 2:
+            raise ValueError(f"X must hold at least 2 points per prompt to tune one step over its positions, "
+                             f"got n = {n}")
+        tune_from = min(d, n - 1) if tune_from is None else tune_from
+        if tune_from > n - 1:
+            raise ValueError(f"tune_from must be at most n - 1 = {n - 1} (the last position), got {tune_from}")
+    return X.detach().double().cpu(), y.detach().double().cpu(), mu, steps, grid, group, tune_from
+
+
+def tuned_gd_logits(X: torch.Tensor, y: torch.Tensor, mu: float, *, steps: int = 3, lrs=None,
+                    groups=None, per_position: bool = True,
+                    tune_from: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits of ``steps`` steps of gradient descent from 0, the step size tuned on a grid per group.
+
+    At every position ``k`` GD runs on the first ``k`` pairs and predicts ``x_kᵀw``. The step
+    size is chosen from ``lrs`` on these very prompts (which favours GD), separately for each
+    group (e.g. condition number), in one of two ways:
+
+    - ``per_position=True`` (the default): at each ``k``, the step with the lowest mean
+      cross-entropy at that position, one step per group *and* position — the strictest
+      baseline;
+    - ``per_position=False``: one step per group for every position, the one with the lowest
+      mean cross-entropy pooled over the positions ``k >= tune_from`` (Giannou et al.'s
+      comparison as issue 16 states it: "one global step, tuned on a grid per condition
+      number").
+
+    Per group and position the first protocol is never worse on the tuning prompts: it
+    minimizes each position's mean where the second minimizes their sum.
 
     Parameters
     ----------
     X : Tensor of shape (B, n, d)
     y : Tensor of shape (B, n)
-        Labels ±1.
+        Labels ±1; ``n >= 2``.
     mu : float
         The loss's ℓ2 regularization, ``> 0``.
     steps : int
-    lrs : sequence of float, optional
-        Default 25 values log-spaced over ``[0.1, 1000]`` (six per decade).
+    lrs : sequence of float or Tensor of shape (R,), optional
+        The grid of step sizes, each ``> 0``. Default 25 values log-spaced over ``[0.1, 1000]``
+        (six per decade).
     groups : Tensor of shape (B,), optional
-        A label per prompt (e.g. its condition number): one step size per group and ``k``.
+        A label per prompt (e.g. its condition number): one tuning per group.
+    per_position : bool
+        Tune at each position (``True``) or once over the positions ``k >= tune_from``.
+    tune_from : int, optional
+        The first position the global step is tuned on (``1 <= tune_from <= n - 1``; read only
+        when ``per_position=False``). Default ``d`` (``n - 1`` if the prompts are shorter): the
+        positions from which the regularized fit is determined by the data.
 
     Returns
     -------
     logits : Tensor of shape (B, n)
-        float64; 0 at position 0.
+        float64, on the CPU; 0 at position 0.
     best_lr : Tensor of shape (G, n)
-        The chosen step per group (sorted group labels) and position; NaN at ``k = 0``.
+        The chosen step per group (sorted group labels) and position, NaN at ``k = 0``; with
+        ``per_position=False`` one value repeated along the positions.
     """
-    X, y = v.check_regression_inputs(X, y)
-    v.check_labels_pm1(y)
-    mu = v.check_positive(mu, "mu")
-    steps = v.check_int(steps, "steps", minimum=1)
-    lrs = torch.logspace(-1, 3, 25, dtype=torch.float64) if lrs is None else torch.as_tensor(lrs, dtype=torch.float64)
-    B, n, d = X.shape
-    group = torch.zeros(B) if groups is None else torch.as_tensor(groups).cpu()
-    if tuple(group.shape) != (B,):
-        raise ValueError(f"groups must have shape (B,) = ({B},), got {tuple(group.shape)}")
-    labels = group.unique()
-    Xd, yd = X.detach().double().cpu(), y.detach().double().cpu()
-    R = len(lrs)
-    logits = torch.zeros(B, n, dtype=torch.float64)
-    best = torch.full((len(labels), n), math.nan, dtype=torch.float64)
-    for k in range(1, n):
-        # Every step size at once: the prompts repeated, one step size per copy.
-        W = gradient_descent_logistic(Xd[:, :k].repeat(R, 1, 1), yd[:, :k].repeat(R, 1), mu, steps,
-                                      lr=lrs.repeat_interleave(B))[-1].reshape(R, B, d)
-        z = (W * Xd[:, k]).sum(-1)  # (R, B)
-        loss = F.softplus(-yd[:, k] * z)
-        for j, label in enumerate(labels):
-            mask = group == label
-            r = int(loss[:, mask].mean(1).argmin())
-            logits[mask, k] = z[r, mask]
-            best[j, k] = lrs[r]
-    return logits, best
+    per_position = _check_flag(per_position, "per_position")
+    Xd, yd, mu, steps, grid, group, tune_from = _gd_setup(X, y, mu, steps, lrs, groups, tune_from,
+                                                          global_step=not per_position)
+    z = _gd_grid_logits(Xd, yd, mu, steps, grid)
+    return _choose_gd_steps(z, yd, grid, group, per_position=per_position, tune_from=tune_from)
+
+
+BAYES_PROPOSALS = ("laplace", "prior")
 
 
 @torch.no_grad()
-def bayes_logits(X: torch.Tensor, y: torch.Tensor, *, prior_std: float = 2.0, num_samples: int = 4096,
-                 generator: torch.Generator | None = None, samples: torch.Tensor | None = None,
-                 chunk: int = 512) -> torch.Tensor:
-    """Log-odds of the Bayes posterior predictive at every position, from the pairs before it.
+def bayes_logits(X: torch.Tensor, y: torch.Tensor, *, prior_std: float = 2.0, proposal: str | None = None,
+                 num_samples: int | None = None, inflation: float = 1.5, defensive: float = 0.1,
+                 newton_steps: int = 20, generator: torch.Generator | None = None,
+                 samples: torch.Tensor | None = None, chunk: int | None = None, return_ess: bool = False):
+    r"""Log-odds of the Bayes posterior predictive at every position, from the pairs before it.
 
     Labels are drawn as ``P(y = +1 | x, w) = σ(xᵀw)`` with ``w ~ N(0, prior_std²·I)`` (the
     sampler :func:`tfnewton.tasks.sample_logistic_regression` with ``weight_scale = prior_std``).
-    Given the first ``k`` pairs, the probability that ``y_k = +1`` is ``E[σ(x_kᵀw) | pairs]``,
-    estimated by importance sampling: ``num_samples`` draws from the prior (the same for every
-    prompt), each weighted by its likelihood of the pairs. No predictor of these labels has a
-    lower expected cross-entropy (up to the sampling error).
+    Given the first ``k`` pairs, the probability that ``y_k = +1`` is ``E[σ(x_kᵀw) | pairs]``:
+    no predictor of these labels has a lower expected cross-entropy. It is estimated by
+    self-normalized importance sampling, ``Σ_m ω_m σ(x_kᵀw_m)`` with
+    ``ω_m ∝ prior(w_m)·Π_{i<k} σ(y_i x_iᵀw_m) / q(w_m)`` for draws ``w_m ~ q``, from one of two
+    proposals ``q``:
+
+    - ``"laplace"`` (the default): per prompt and position, the Laplace approximation of the
+      posterior, ``N(ŵ, inflation·H⁻¹)`` with ``ŵ`` the MAP (``newton_steps`` damped Newton
+      steps on the same loss with ``mu = 1/(prior_std²·k)``,
+      :func:`tfnewton.algorithms.damped_newton_logistic`) and ``H`` the log posterior's
+      Hessian there, mixed with the prior in the fraction ``defensive`` of the draws
+      ("defensive" importance sampling: ``q >= defensive·prior``, so every unnormalized
+      weight ``prior·likelihood/q`` is at most ``1/defensive`` and the estimate's variance is
+      finite whatever the posterior's tails). The draws are ``ŵ + L·ε`` and
+      ``prior_std·ξ`` for standard normal ``ε, ξ`` shared by every prompt and position. The
+      proposal's centre and spread only change the estimate's variance, not what it estimates;
+      position 0 (no pairs) is exactly 0 (the prior is symmetric);
+    - ``"prior"``: ``num_samples`` draws from the prior (the same for every prompt), each
+      weighted by its likelihood of the pairs. Reliable for small ``k``; with more pairs the
+      likelihood concentrates and few draws carry the weight (see ``return_ess``).
 
     Parameters
     ----------
@@ -472,45 +575,136 @@ def bayes_logits(X: torch.Tensor, y: torch.Tensor, *, prior_std: float = 2.0, nu
         Labels ±1.
     prior_std : float
         ``> 0``: the standard deviation of each coordinate of ``w``.
-    num_samples : int
+    proposal : {"laplace", "prior"}, optional
+        Default ``"laplace"``, or ``"prior"`` when ``samples`` is given.
+    num_samples : int, optional
+        Draws per prompt and position, ``>= 1``. Default 1024 (``"laplace"``) or 4096
+        (``"prior"``).
+    inflation : float
+        ``> 0``: the Laplace covariance ``H⁻¹`` is scaled by it (``"laplace"`` only).
+    defensive : float
+        The share of prior draws in the Laplace proposal, in ``[0, 1)`` (``"laplace"`` only).
+    newton_steps : int
+        Damped Newton steps to the MAP, ``>= 1`` (``"laplace"`` only).
     generator : torch.Generator, optional
-        Seeds the prior draws (CPU).
+        Seeds the draws (CPU).
     samples : Tensor of shape (M, d), optional
-        Use these draws from the prior instead (``prior_std``, ``num_samples`` and
-        ``generator`` are then ignored).
-    chunk : int
-        Prompts per pass (memory: ``chunk × num_samples`` float64).
+        Use these draws from the prior (``proposal="prior"``; ``prior_std``,
+        ``num_samples`` and ``generator`` are then ignored).
+    chunk : int, optional
+        Prompts per pass, ``>= 1``; default: as many as keep a pass to about 2^24 numbers
+        (``"laplace"`` holds ``chunk × n × num_samples`` float64, ``"prior"``
+        ``chunk × num_samples``).
+    return_ess : bool
+        Also return the effective sample size of the weights, ``1/Σ_m ω_m²`` (between 1 and
+        ``num_samples``; ``num_samples`` at position 0).
 
     Returns
     -------
-    Tensor of shape (B, n)
-        float64, on the CPU; 0 at position 0.
+    logits : Tensor of shape (B, n)
+        float64, on the CPU; the log-odds of the estimated ``P(y_k = +1 | first k pairs)``.
+    ess : Tensor of shape (B, n)
+        Only with ``return_ess=True``.
     """
     X, y = v.check_regression_inputs(X, y)
     v.check_labels_pm1(y)
     prior_std = v.check_positive(prior_std, "prior_std")
-    num_samples = v.check_int(num_samples, "num_samples", minimum=1)
-    chunk = v.check_int(chunk, "chunk", minimum=1)
+    return_ess = _check_flag(return_ess, "return_ess")
+    if proposal is None:
+        proposal = "prior" if samples is not None else "laplace"
+    if proposal not in BAYES_PROPOSALS:
+        raise ValueError(f"proposal must be one of {BAYES_PROPOSALS}, got {proposal!r}")
+    if samples is not None and proposal != "prior":
+        raise ValueError("samples are draws from the prior: pass proposal='prior' (or leave it unset) with them, "
+                         f"got proposal={proposal!r}")
+    if num_samples is not None:
+        num_samples = v.check_int(num_samples, "num_samples", minimum=1)
+    if chunk is not None:
+        chunk = v.check_int(chunk, "chunk", minimum=1)
     B, n, d = X.shape
-    if samples is None:
-        W = prior_std * torch.randn(num_samples, d, generator=generator, dtype=torch.float64)
-    else:
-        v.check_tensor(samples, "samples", ndim=2)
-        if samples.shape[1] != d:
-            raise ValueError(f"samples must have shape (M, d) = (M, {d}), got {tuple(samples.shape)}")
-        W = samples.detach().double().cpu()
-        num_samples = W.shape[0]
     Xd, yd = X.detach().double().cpu(), y.detach().double().cpu()
-    out = torch.empty(B, n, dtype=torch.float64)
+    if proposal == "prior":
+        if samples is None:
+            W = prior_std * torch.randn(num_samples or 4096, d, generator=generator, dtype=torch.float64)
+        else:
+            v.check_tensor(samples, "samples", ndim=2)
+            if samples.shape[1] != d:
+                raise ValueError(f"samples must have shape (M, d) = (M, {d}), got {tuple(samples.shape)}")
+            W = samples.detach().double().cpu()
+        logits, ess = _bayes_prior(Xd, yd, W, chunk or max(1, (1 << 24) // W.shape[0]))
+    else:
+        inflation = v.check_positive(inflation, "inflation")
+        defensive = v.check_positive(defensive, "defensive", allow_zero=True)
+        if defensive >= 1:
+            raise ValueError(f"defensive must be in [0, 1) (the share of prior draws), got {defensive}")
+        newton_steps = v.check_int(newton_steps, "newton_steps", minimum=1)
+        M = num_samples or 1024
+        M_prior = int(round(defensive * M))
+        if defensive > 0 and (M_prior == 0 or M_prior == M):
+            raise ValueError(f"num_samples = {M} is too few to hold both kinds of draws at defensive = {defensive}: "
+                             "use more samples or defensive=0")
+        eps = torch.randn(M, d, generator=generator, dtype=torch.float64)
+        logits, ess = _bayes_laplace(Xd, yd, eps, M_prior, prior_std, inflation, newton_steps,
+                                     chunk or max(1, (1 << 24) // (M * n)))
+    return (logits, ess) if return_ess else logits
+
+
+def _bayes_prior(Xd, yd, W, chunk):
+    """Importance sampling from the prior draws ``W (M, d)``: logits and ESS, ``(B, n)`` each."""
+    B, n, d = Xd.shape
+    logits = torch.empty(B, n, dtype=torch.float64)
+    ess = torch.empty(B, n, dtype=torch.float64)
     for start in range(0, B, chunk):
         Xc, yc = Xd[start:start + chunk], yd[start:start + chunk]
-        loglik = torch.zeros(Xc.shape[0], num_samples, dtype=torch.float64)
+        loglik = torch.zeros(Xc.shape[0], W.shape[0], dtype=torch.float64)
         for i in range(n):
             z = Xc[:, i] @ W.T  # (b, M)
-            p = (torch.softmax(loglik, -1) * torch.sigmoid(z)).sum(-1)
-            out[start:start + chunk, i] = torch.logit(p, eps=1e-12)
+            weights = torch.softmax(loglik, -1)
+            p = (weights * torch.sigmoid(z)).sum(-1)
+            logits[start:start + chunk, i] = torch.logit(p, eps=1e-12)
+            ess[start:start + chunk, i] = 1.0 / (weights * weights).sum(-1)
             loglik += F.logsigmoid(yc[:, i:i + 1] * z)
-    return out
+    return logits, ess
+
+
+def _bayes_laplace(Xd, yd, eps, M_prior, s, inflation, newton_steps, chunk):
+    """Importance sampling from the defensive Laplace mixture (see :func:`bayes_logits`)."""
+    B, n, d = Xd.shape
+    M = eps.shape[0]
+    alpha = M_prior / M
+    half_log_2pi = 0.5 * math.log(2 * math.pi)
+    eye = torch.eye(d, dtype=torch.float64)
+    logits = torch.zeros(B, n, dtype=torch.float64)
+    ess = torch.full((B, n), float(M), dtype=torch.float64)
+    for start in range(0, B, chunk):
+        Xc, yc = Xd[start:start + chunk], yd[start:start + chunk]
+        b = Xc.shape[0]
+        for k in range(1, n):
+            Xk, yk = Xc[:, :k], yc[:, :k]
+            w_map = damped_newton_logistic(Xk, yk, 1.0 / (s * s * k), newton_steps)[-1]  # (b, d)
+            curvature = torch.sigmoid(Xk @ w_map.unsqueeze(-1)).squeeze(-1)
+            curvature = curvature * (1 - curvature)  # σ'(x_iᵀŵ), (b, k)
+            H = (Xk.mT * curvature.unsqueeze(1)) @ Xk + eye / (s * s)  # (b, d, d)
+            C = torch.linalg.cholesky(H)  # H = C Cᵀ, so H⁻¹ = C⁻ᵀ C⁻¹
+            # Laplace draws ŵ + √inflation · C⁻ᵀ ε, then prior draws s·ε.
+            laplace = torch.linalg.solve_triangular(C.mT, eps[M_prior:].T, upper=True).mT  # (b, M - M_prior, d)
+            W = torch.cat([s * eps[:M_prior].expand(b, M_prior, d),
+                           w_map.unsqueeze(1) + math.sqrt(inflation) * laplace], 1)  # (b, M, d)
+            log_prior = -0.5 * (W * W).sum(-1) / (s * s) - d * (math.log(s) + half_log_2pi)
+            u = (W - w_map.unsqueeze(1)) @ C / math.sqrt(inflation)  # Cᵀ(w − ŵ)/√inflation, (b, M, d)
+            log_laplace = (-0.5 * (u * u).sum(-1) - 0.5 * d * math.log(inflation)
+                           + torch.log(torch.diagonal(C, dim1=-2, dim2=-1)).sum(-1, keepdim=True) - d * half_log_2pi)
+            if M_prior:
+                log_q = torch.logaddexp(math.log(1 - alpha) + log_laplace, math.log(alpha) + log_prior)
+            else:
+                log_q = log_laplace
+            margins = W @ (Xk * yk.unsqueeze(-1)).mT  # y_i x_iᵀw_m, (b, M, k)
+            log_weight = F.logsigmoid(margins).sum(-1) + log_prior - log_q
+            weights = torch.softmax(log_weight, -1)  # (b, M)
+            p = (weights * torch.sigmoid((W * Xc[:, k].unsqueeze(1)).sum(-1))).sum(-1)
+            logits[start:start + b, k] = torch.logit(p, eps=1e-12)
+            ess[start:start + b, k] = 1.0 / (weights * weights).sum(-1)
+    return logits, ess
 
 
 @dataclass
@@ -574,8 +768,9 @@ class ClassificationCurves:
         return diff.mean(0), diff.std(0) / math.sqrt(diff.shape[0])
 
 
-def classification_curves(model, task, *, mu: float, gd_steps: int = 3, gd_lrs=None, prior_std: float | None = 2.0,
-                          num_samples: int = 4096, newton_steps: int = 20, seed: int = 0,
+def classification_curves(model, task, *, mu: float, gd_steps: int = 3, gd_lrs=None, gd_tune_from: int | None = None,
+                          prior_std: float | None = 2.0, bayes_proposal: str | None = None,
+                          num_samples: int | None = None, newton_steps: int = 20, seed: int = 0,
                           batch_size: int = 1000) -> ClassificationCurves:
     """Cross-entropy and accuracy against ``k`` of a model and its references on the same prompts.
 
@@ -587,6 +782,9 @@ def classification_curves(model, task, *, mu: float, gd_steps: int = 3, gd_lrs=N
       ``LogisticRegression(C = 1/(k·mu), fit_intercept=False)`` on the same ``k`` pairs;
     - ``"gd_tuned"``: ``gd_steps`` steps of GD, the step size tuned per ``k`` and condition
       number on these prompts (:func:`tuned_gd_logits`);
+    - ``"gd_global"``: the same GD with one step size per condition number for every ``k``,
+      tuned on these prompts' mean cross-entropy over ``k >= gd_tune_from``
+      (:func:`tuned_gd_logits` with ``per_position=False``; the same grid);
     - ``"bayes"``: the posterior predictive (:func:`bayes_logits`; omitted when ``prior_std``
       is ``None``).
 
@@ -597,35 +795,48 @@ def classification_curves(model, task, *, mu: float, gd_steps: int = 3, gd_lrs=N
     task : object with ``X``, ``y`` (and ``condition_number``), or a pair ``(X, y)``
     mu : float
         The regularization of Newton's fit and of GD's loss.
-    gd_steps, gd_lrs
-        As ``steps`` and ``lrs`` of :func:`tuned_gd_logits`.
-    prior_std, num_samples
-        As in :func:`bayes_logits` (the sampler's ``weight_scale`` is 2).
+    gd_steps, gd_lrs, gd_tune_from
+        As ``steps``, ``lrs`` and ``tune_from`` of :func:`tuned_gd_logits`.
+    prior_std, bayes_proposal, num_samples
+        As ``prior_std``, ``proposal`` and ``num_samples`` of :func:`bayes_logits` (the
+        sampler's ``weight_scale`` is 2).
     newton_steps : int
     seed : int
-        Seeds the Bayes predictor's prior draws.
+        Seeds the Bayes predictor's draws.
     batch_size : int
         Prompts per forward pass of the model.
 
     Returns
     -------
     ClassificationCurves
+        ``extra`` holds ``gd_lr (G, n)``, the per-position steps (NaN at ``k = 0``),
+        ``gd_global_lr (G,)``, the one step per group, ``gd_tune_from``, ``groups`` (the
+        ``G`` sorted group labels, or ``None``) and, with the Bayes predictor,
+        ``bayes_ess (B, n)`` (its effective sample sizes) and ``bayes_proposal``.
     """
     X, y = task_prompts(task)
     v.check_labels_pm1(y, "task.y")
     mu = v.check_positive(mu, "mu")
     kappa = getattr(task, "condition_number", None)
     groups = torch.as_tensor(kappa, dtype=torch.float64).cpu().expand(X.shape[0]) if kappa is not None else None
+    Xd, yd, mu, gd_steps, grid, group, tune_from = _gd_setup(X, y, mu, gd_steps, gd_lrs, groups, gd_tune_from,
+                                                             global_step=True)
     logits = {}
     if model is not None:
         parameter = next(model.parameters())
         logits["model"] = predict(model, X.to(parameter.device, parameter.dtype),
                                   y.to(parameter.device, parameter.dtype), batch_size).double().cpu()
     logits["newton"] = newton_logistic_logits(X, y, mu=mu, steps=newton_steps)
-    logits["gd_tuned"], gd_lr = tuned_gd_logits(X, y, mu, steps=gd_steps, lrs=gd_lrs, groups=groups)
+    z = _gd_grid_logits(Xd, yd, mu, gd_steps, grid)  # every step of the grid, shared by both protocols
+    logits["gd_tuned"], gd_lr = _choose_gd_steps(z, yd, grid, group, per_position=True, tune_from=tune_from)
+    logits["gd_global"], gd_global_lr = _choose_gd_steps(z, yd, grid, group, per_position=False,
+                                                         tune_from=tune_from)
+    del z
+    extra = {"mu": mu, "gd_steps": gd_steps, "gd_lr": gd_lr, "gd_global_lr": gd_global_lr[:, -1].clone(),
+             "gd_tune_from": tune_from, "groups": None if groups is None else groups.unique().tolist()}
     if prior_std is not None:
-        logits["bayes"] = bayes_logits(X, y, prior_std=prior_std, num_samples=num_samples,
-                                       generator=torch.Generator().manual_seed(seed))
-    return ClassificationCurves(logits, y.double(), groups,
-                                extra={"mu": mu, "gd_steps": gd_steps, "gd_lr": gd_lr,
-                                       "groups": None if groups is None else groups.unique().tolist()})
+        logits["bayes"], extra["bayes_ess"] = bayes_logits(
+            X, y, prior_std=prior_std, proposal=bayes_proposal, num_samples=num_samples,
+            generator=torch.Generator().manual_seed(seed), return_ess=True)
+        extra["bayes_proposal"] = bayes_proposal or "laplace"
+    return ClassificationCurves(logits, y.double(), groups, extra=extra)
