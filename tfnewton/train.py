@@ -1,6 +1,7 @@
 """Train an in-context learner: a plain loop you can step through (nanoGPT's ``train.py``).
 
-Read top to bottom: the recipe (:class:`TrainConfig`, :data:`RECIPES`), the learning-rate
+Read top to bottom: the recipe (:class:`TrainConfig`, :data:`RECIPES`, and the
+exercise-sized variants :data:`QUICK`, :func:`quick_config`), the learning-rate
 schedule and Garg et al.'s curriculum, the data (a task of :mod:`tfnewton.tasks` drawn on
 the training device with a seeded ``torch.Generator``), the step (:class:`TrainStep`, the
 plain step of :mod:`tfnewton.step` built from a recipe), the loop (:func:`train` and the
@@ -40,6 +41,7 @@ Command line::
 
     python -m tfnewton train --recipe gpt2_linreg_d5 --out runs/gpt2_linreg_d5
     python -m tfnewton train --recipe gpt2_linreg_d5 --out runs/gpt2_linreg_d5 --resume
+    python -m tfnewton train --recipe linear_ln_linreg_d5 --quick --out runs/quick  # an exercise's run
     torchrun --nproc_per_node 2 -m tfnewton train --recipe gpt2_linreg_d5 --out runs/ddp
     python -m tfnewton train --recipe gpt2_linreg_d20_fu --device cuda --out runs/fu
 """
@@ -301,6 +303,62 @@ RECIPES: dict[str, dict] = {
                                batch_size=64, steps=500_000, lr=1e-4, warmup_steps=1000,
                                d_start=5, n_start=11, curriculum_every=2000, precision="auto"),
 }
+
+#: Exercise-sized variants of the recipes (``--quick``): for each recipe that has one, the
+#: fields that replace the recipe's so that a run takes at most 3 CPU-minutes on one thread,
+#: start-up and final evaluation included. None compiles: in a few thousand steps a compile
+#: costs more than it saves. The book's exercises that train use them;
+#: ``benchmarks/quick_runs.py`` measures each (``benchmarks/results/quick_runs.json``: CPU
+#: time and the error reached, which is not the full recipe's).
+#:
+#: :meta hide-value:
+QUICK: dict[str, dict] = {
+    # Most of a short run is the plateau. A curriculum stage every 250 steps instead of 500
+    # leaves it sooner: after 3,500 steps the error at k = 10 was 0.24 against 0.29 at the
+    # recipe's pace (measured, one thread); 2,500 steps fit the budget.
+    "gpt2_linreg_d5": dict(steps=2_500, curriculum_every=250, compile=False),
+    # Book: training, exercise 4, and linear_regression_probes, exercise 7 (three widths,
+    # one budget: each run a third of it).
+    "linear_ln_linreg_d5": dict(steps=5_000),
+    "linear_noln_linreg_d5": dict(steps=5_000),
+    "lstm_linreg_d5": dict(steps=6_000),
+    # Book: logistic_regression_trained, exercise 4 (two runs: 400 steps of 64 prompts each,
+    # no curriculum).
+    "gpt2_logreg_d5": dict(steps=400, batch_size=64, curriculum=False, compile=False),
+}
+
+
+def quick_config(name: str, **overrides) -> TrainConfig:
+    """The exercise-sized variant of a recipe: ``RECIPES[name]``, then ``QUICK[name]``, then
+    ``overrides`` (what ``--recipe NAME --quick`` and further flags build).
+
+    Parameters
+    ----------
+    name : str
+        A recipe that has a quick variant (a key of :data:`QUICK`).
+    **overrides
+        Fields of :class:`TrainConfig` that replace the quick variant's, e.g. ``width=8``.
+
+    Returns
+    -------
+    TrainConfig
+
+    Raises
+    ------
+    ValueError
+        If ``name`` has no quick variant; the message names the recipes that have one.
+
+    Examples
+    --------
+    >>> config = quick_config("linear_ln_linreg_d5", width=8, heads=2)
+    >>> config.steps == QUICK["linear_ln_linreg_d5"]["steps"], config.width
+    (True, 8)
+    """
+    if name not in QUICK:
+        kind = "recipe with no quick variant" if name in RECIPES else "unknown recipe"
+        raise ValueError(f"quick: {kind} {name!r}; the recipes with a quick variant are "
+                         f"{', '.join(sorted(QUICK))}")
+    return TrainConfig(**{**RECIPES[name], **QUICK[name], **overrides})
 
 
 # --------------------------------------------------------------------------- schedule and curriculum
@@ -856,16 +914,19 @@ def config_to_argv(config: TrainConfig) -> list[str]:
     argv = []
     for f in dataclasses.fields(TrainConfig):
         value = getattr(config, f.name)
-        if value == getattr(default, f.name):
-            continue
-        flag = _flag(f.name)
-        if isinstance(value, bool):
-            argv.append(flag if value else "--no-" + f.name.replace("_", "-"))
-        elif isinstance(value, tuple):  # a mixture of condition numbers: --condition-number 1.0,10.0,50.0
-            argv += [flag, ",".join(str(v) for v in value)]
-        else:
-            argv += [flag, str(value)]
+        if value != getattr(default, f.name):
+            argv += _field_argv(f.name, value)
     return argv
+
+
+def _field_argv(name: str, value) -> list[str]:
+    """The flag (and value) that sets recipe field ``name`` to ``value``."""
+    flag = _flag(name)
+    if isinstance(value, bool):
+        return [flag if value else "--no-" + name.replace("_", "-")]
+    if isinstance(value, tuple):  # a mixture of condition numbers: --condition-number 1.0,10.0,50.0
+        return [flag, ",".join(str(v) for v in value)]
+    return [flag, str(value)]
 
 
 def float_or_floats(text: str) -> float | tuple[float, ...]:
@@ -880,6 +941,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train an in-context learner (see tfnewton.train). Flags override --recipe.",
     )
     p.add_argument("--recipe", choices=sorted(RECIPES), help="start from a named recipe")
+    p.add_argument("--quick", action="store_true",
+                   help="the recipe's exercise-sized variant (at most 3 CPU-minutes; recipes with one: "
+                        f"{', '.join(sorted(QUICK))}); further flags override it")
     p.add_argument("--out", required=True, help="output folder (model.pt, train_state.pt)")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N")
     p.add_argument("--resume", action="store_true", help="continue from OUT/train_state.pt if present")
@@ -908,11 +972,30 @@ def _flag(name: str) -> str:
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """The recipe the parsed flags ask for: ``--recipe`` (``--quick``: its quick variant),
+    then each recipe flag given."""
+    explicit = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
+                if getattr(args, f.name) is not None}
+    if getattr(args, "quick", False):
+        if not args.recipe:
+            raise ValueError(f"--quick needs --recipe, one of {', '.join(sorted(QUICK))}")
+        return quick_config(args.recipe, **explicit)
     values = dict(RECIPES[args.recipe]) if args.recipe else {}
-    for f in dataclasses.fields(TrainConfig):
-        if getattr(args, f.name) is not None:
-            values[f.name] = getattr(args, f.name)
-    return TrainConfig(**values)
+    return TrainConfig(**{**values, **explicit})
+
+
+def _expand_quick(argv: list[str], args: argparse.Namespace) -> list[str]:
+    """``argv`` with ``--quick`` replaced by the flags of the quick variant's fields that no
+    explicit flag sets, so that the recorded command rebuilds the run whatever :data:`QUICK`
+    later says."""
+    given = [i for i, a in enumerate(argv) if len(a) > 3 and "--quick".startswith(a)]  # or abbreviated
+    if not given:
+        return argv
+    flags = [a for name, value in QUICK[args.recipe].items() if getattr(args, name) is None
+             for a in _field_argv(name, value)]
+    rest = [a for i, a in enumerate(argv) if i not in given]
+    at = given[0]
+    return rest[:at] + flags + rest[at:]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -927,7 +1010,7 @@ def main(argv: list[str] | None = None) -> int:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     prefix = f"torchrun --nproc_per_node {world} -m tfnewton train" if world > 1 else "python -m tfnewton train"
     # The recorded command: the recipe's own flags only (no resume/stop/threads/progress).
-    keep = _reproducible_argv(argv)
+    keep = _expand_quick(_reproducible_argv(argv), args)
     if config.precision == "auto":  # record what "auto" meant on this machine
         try:
             resolved = resolve_precision("auto", args.device)
