@@ -720,7 +720,8 @@ class ClassificationCurves:
     groups : Tensor of shape (B,) or None
         Each prompt's group (its condition number), for per-group scores.
     extra : dict
-        Settings (``mu``, the tuned GD steps ``gd_lr``, …).
+        Settings (``mu``, the tuned GD steps ``gd_lr`` and ``gd_global_lr``, the Bayes
+        predictor's effective sample sizes ``bayes_ess``, …; see :func:`classification_curves`).
     """
 
     logits: dict
