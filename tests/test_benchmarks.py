@@ -150,3 +150,14 @@ def test_gpu_check_refuses_cuda_without_a_gpu_and_unknown_phases(tmp_path, capsy
         with pytest.raises(SystemExit):
             gpu_check.main(["--out", str(tmp_path)])
         assert "CUDA is not available" in capsys.readouterr().err
+
+
+def test_logistic_trained_benchmark_writes_every_context_length(tmp_path, one_thread):
+    bench = _load("logistic_trained")
+    out = tmp_path / "bar.json"
+    assert bench.main(["--quick", "--out", str(out)]) == 0
+    import json
+
+    record = json.loads(out.read_text())
+    assert [row["n"] for row in record["rows"]] == list(range(5, 26))
+    assert len(record["checkpoint"]["sha256"]) == 64
