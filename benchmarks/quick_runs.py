@@ -1,6 +1,6 @@
 """How long each exercise-sized training run takes (``--quick``), and the error it reaches.
 
-Usage: python benchmarks/quick_runs.py [--runs LABEL ...] [--smoke] [--out PATH]
+Usage: python benchmarks/quick_runs.py [--runs LABEL ...] [--update] [--smoke] [--out PATH]
 
 Every recipe with a quick variant (:data:`tfnewton.train.QUICK`) is trained from scratch with
 the command a student types, ``python -m tfnewton train --recipe NAME --quick``, plus the
@@ -16,8 +16,11 @@ a table (run, exercise, CPU seconds, wall seconds, error reached, within budget?
 it as JSON to ``benchmarks/results/quick_runs.json`` with the commands, the date, the
 versions and the machine; the book's exercises read their times from it.
 
-``--smoke`` checks the machinery only: each run is cut to 2 steps on 16 evaluation prompts
-without the final metrics, and nothing is written unless ``--out`` is given.
+``--runs LABEL ... --update`` measures only those runs and replaces their rows in the
+results file, keeping the others (each row has its own date and load average): after a
+change to one quick variant, rerun that one. ``--smoke`` checks the machinery only: each
+run is cut to 2 steps on 16 evaluation prompts without the final metrics, and nothing is
+written unless ``--out`` is given.
 """
 
 from __future__ import annotations
@@ -158,6 +161,8 @@ def table(rows: dict[str, dict]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", nargs="+", metavar="LABEL", help="only these runs (labels as printed)")
+    parser.add_argument("--update", action="store_true",
+                        help="keep the other runs' rows of the results file, replace these")
     parser.add_argument("--smoke", action="store_true", help="2 steps per run; writes nothing unless --out")
     parser.add_argument("--out", type=Path, default=None,
                         help=f"JSON file to write (default {RESULTS.relative_to(ROOT)}; none with --smoke)")
@@ -176,32 +181,39 @@ def main(argv: list[str] | None = None) -> int:
           file=sys.stderr)
     rows = {}
     for label, run in plan.items():
-        row = {"exercise": run["exercise"], **measure_run(run["recipe"], run["flags"], smoke=args.smoke)}
+        load = os.getloadavg()[0]
+        row = {"exercise": run["exercise"], **measure_run(run["recipe"], run["flags"], smoke=args.smoke),
+               "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+               "load_average_before_after": [round(load, 2), round(os.getloadavg()[0], 2)]}
         row["ok"] = row["error"] is None and row["cpu_seconds"] <= CPU_BUDGET_S
         rows[label] = row
         status = "error" if row["error"] else f"{row['cpu_seconds']:.1f} CPU-s, {row['metric']} {row['value']}"
         print(f"  {label}: {status} (load {os.getloadavg()[0]:.2f})", file=sys.stderr, flush=True)
     print(table(rows))
-    for label, row in rows.items():
-        if row["error"]:
-            print(f"{label} failed:\n{row['error']}")
+    failed = [label for label, row in rows.items() if row["error"]]
+    for label in failed:
+        print(f"{label} failed:\n{rows[label]['error']}")
     if out is not None:
+        if args.update and out.is_file():
+            kept = json.loads(out.read_text(encoding="utf-8")).get("runs", {})
+            rows = {label: rows.get(label, kept.get(label)) for label in planned_runs()
+                    if label in rows or label in kept}
         record = {
             "command": "python benchmarks/quick_runs.py" + "".join(
                 f" {shlex.quote(a)}" for a in (argv if argv is not None else sys.argv[1:])),
             "date": started.isoformat(timespec="seconds"),
             "smoke": args.smoke,
-            "complete": not (args.smoke or args.runs),
+            "complete": not args.smoke and set(rows) == set(planned_runs()),
             "machine": machine(),
             "load_average_before_after": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
             "cpu_budget_seconds": CPU_BUDGET_S,
-            "all_ok": all(row["ok"] for row in rows.values()),
+            "all_ok": all(row.get("ok") for row in rows.values()),
             "runs": rows,
         }
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
         print(f"wrote {out}", file=sys.stderr)
-    return 0 if all(row["error"] is None for row in rows.values()) else 1
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -145,12 +145,16 @@ def test_benchmark_plans_every_quick_variant_and_the_books_runs():
 def test_benchmark_times_a_run_in_its_own_process(tmp_path):
     bench = _bench()
     out = tmp_path / "quick.json"
-    assert bench.main(["--runs", "linear_ln_linreg_d5 width 8", "--smoke", "--out", str(out)]) == 0
+    # --update keeps the rows of the runs it does not measure.
+    out.write_text(json.dumps({"runs": {"lstm_linreg_d5": {"ok": True, "cpu_seconds": 1.0}}}))
+    assert bench.main(["--runs", "linear_ln_linreg_d5 width 8", "--smoke", "--update", "--out", str(out)]) == 0
     record = json.loads(out.read_text())
+    assert set(record["runs"]) == {"lstm_linreg_d5", "linear_ln_linreg_d5 width 8"}
     row = record["runs"]["linear_ln_linreg_d5 width 8"]
     assert record["smoke"] is True and record["complete"] is False and record["machine"]["threads_per_run"] == 1
     assert row["error"] is None and row["steps"] == 2 and row["threads"] == 1 and 0 < row["cpu_seconds"]
     assert row["command"] == "python -m tfnewton train --recipe linear_ln_linreg_d5 --quick --width 8 --heads 2"
+    assert row["recorded_command"].endswith("--width 8 --heads 2 --steps 2 --eval-prompts 16 --out OUT")
     with pytest.raises(SystemExit):
         bench.main(["--runs", "no such run", "--smoke"])
 
