@@ -1,6 +1,7 @@
 """The training-speed benchmarks still run (tiny shapes); their figures live in the README."""
 
 import importlib.util
+import json
 import pathlib
 import sys
 
@@ -84,6 +85,27 @@ def test_time_to_quality_times_the_training_loops_step(tmp_path, capsys, one_thr
     ttq.main(["--checkpoint", run["model_path"], "--threads", "1"])
     row = capsys.readouterr().out.strip().splitlines()[-1]
     assert row.startswith("| 6 | 0.0050 |"), row
+
+
+def test_time_to_quality_train_records_a_run(tmp_path, monkeypatch, one_thread):
+    """--train times a recipe from scratch and appends its record: the step and seconds of
+    the first evaluation below 0.01, or None where the run never got there."""
+    from tfnewton import train as training
+
+    ttq = _load("time_to_quality")
+    tiny = dict(d=2, n_points=5, n_layers=1, width=8, heads=2, batch_size=4, steps=4, warmup_steps=1,
+                eval_prompts=16, curriculum=False)
+    monkeypatch.setitem(training.RECIPES, "tiny_for_test", tiny)
+    monkeypatch.setitem(ttq.RECIPES, "tiny_for_test", tiny)
+    out = tmp_path / "runs.json"
+    ttq.main(["--train", "--recipe", "tiny_for_test", "--threads", "1", "--eval-every", "2", "--json", str(out)])
+    ttq.main(["--train", "--recipe", "tiny_for_test", "--threads", "1", "--eval-every", "2", "--json", str(out)])
+    runs = json.loads(out.read_text())["runs"]
+    assert len(runs) == 2 and runs[0]["steps"] == 4 and runs[0]["step_to_quality"] is None
+    assert runs[0]["final_error"] > 0.01 and runs[0]["compile_cache"] is None  # not compiled
+    assert runs[1]["command"].startswith("python benchmarks/time_to_quality.py --train")
+    history = {"eval_step": [2, 4], "eval_error": [0.5, 0.004], "eval_seconds": [1.0, 2.0]}
+    assert ttq.first_below(history, ttq.THRESHOLD) == (4, 0.004, 2.0)
 
 
 @pytest.mark.slow

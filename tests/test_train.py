@@ -698,3 +698,65 @@ def test_cuda_training_and_resume(tmp_path):
     a, b = _params(full["model_path"]), _params(resumed["model_path"])
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5)
+
+
+# --------------------------------------------------------------------------- the loss over determined positions
+
+
+def test_loss_start_switches_to_the_curriculums_dimension():
+    from tfnewton.train import loss_start
+
+    config = TrainConfig(d=5, n_points=11, loss_positions="determined", loss_switch_step=1000,
+                         curriculum_every=500)
+    assert [loss_start(s, config) for s in (0, 999)] == [0, 0]
+    assert [loss_start(s, config) for s in (1000, 1499, 1500, 10_000)] == [4, 4, 5, 5]
+    assert all(loss_start(s, TrainConfig()) == 0 for s in (0, 10**6))
+
+
+def test_determined_loss_counts_the_positions_from_loss_from():
+    """forward_backward(loss_from=k): the loss and gradient of the squared error over
+    positions k, ..., n - 1 only (computed here by hand on a copy of the model)."""
+    from tfnewton.models import build_model
+    from tfnewton.train import TrainStep
+
+    config = TrainConfig(d=3, n_points=7, n_layers=1, width=8, heads=2, loss_positions="determined")
+    g = torch.Generator().manual_seed(0)
+    X, y = torch.randn(4, 7, 3, generator=g), torch.randn(4, 7, generator=g)
+    for k in (0, 3, 6):
+        model = build_model("gpt2", 3, n_layers=1, width=8, heads=2, n_points=7, seed=0)
+        reference = build_model("gpt2", 3, n_layers=1, width=8, heads=2, n_points=7, seed=0)
+        loss = TrainStep(model, config, flat=False).forward_backward(X, y, loss_from=k)
+        expected = (reference(X, y)[:, k:] - y[:, k:]).pow(2).mean()
+        expected.backward()
+        assert torch.allclose(loss, expected, rtol=1e-6, atol=0)
+        for p, q in zip(model.parameters(), reference.parameters()):
+            assert torch.allclose(p.grad, q.grad, rtol=1e-5, atol=1e-8)
+    full = TrainStep(build_model("gpt2", 3, n_layers=1, width=8, heads=2, n_points=7, seed=0), config,
+                     flat=False).forward_backward(X, y, loss_from=0)
+    assert not torch.allclose(full, loss)  # the positions before k did count at loss_from = 0
+
+
+def test_determined_loss_is_for_linear_regression_and_known_values():
+    with pytest.raises(ValueError, match="loss_positions='determined' needs task='linear_regression'"):
+        TrainConfig(task="logistic_regression", loss_positions="determined")
+    with pytest.raises(ValueError, match="loss_positions must be one of"):
+        TrainConfig(loss_positions="late")
+    with pytest.raises(ValueError, match="loss_switch_step"):
+        TrainConfig(loss_positions="determined", loss_switch_step=-1)
+    from tfnewton.train import config_to_argv
+
+    argv = config_to_argv(TrainConfig(loss_positions="determined", loss_switch_step=250))
+    assert argv == ["--loss-positions", "determined", "--loss-switch-step", "250"]
+
+
+def test_mlp_ratio_sets_the_gpt2_mlp_width_and_is_gpt2_only(tmp_path):
+    from tfnewton.models import build_model
+
+    run = train(tiny(mlp_ratio=2, steps=2), tmp_path, progress=False, final_eval=False, threads=1)
+    model, meta = load_checkpoint(run["model_path"])
+    assert meta["train_config"]["mlp_ratio"] == 2
+    assert model.blocks[0].mlp.c_fc.out_features == 2 * 16
+    with pytest.raises(ValueError, match="mlp_ratio is an option of the 'gpt2' model only"):
+        build_model("lstm", 3, mlp_ratio=2)
+    with pytest.raises(ValueError, match="mlp_ratio"):
+        TrainConfig(mlp_ratio=0)

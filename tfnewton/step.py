@@ -284,13 +284,14 @@ class TrainStep:
         shapes = [p.shape for p in self.model.parameters()]
         self.optimizer.load_state_dict(convert_optimizer_state(state, layout, self.layout, shapes))
 
-    def forward_backward(self, X: torch.Tensor, y: torch.Tensor, forward=None) -> torch.Tensor:
+    def forward_backward(self, X: torch.Tensor, y: torch.Tensor, forward=None, *, loss_from: int = 0) -> torch.Tensor:
         """Forward, loss and backward (gradients zeroed first); ``forward`` defaults to the
-        model (a loop passes its DDP wrapper or its compiled model). Returns the loss."""
+        model (a loop passes its DDP wrapper or its compiled model). The loss counts the
+        positions ``loss_from, ..., n - 1``. Returns the loss."""
         forward = self.model if forward is None else forward
         with self.autocast:
             pred = forward(X, y, skip_unused=self.skip_unused)
-        loss = self.loss(pred.float(), y)  # float32 whatever the forward's precision
+        loss = self.loss(pred.float()[:, loss_from:], y[:, loss_from:])  # float32 whatever the forward's precision
         if self.flat is not None:
             self.flat.grad.zero_()
         else:

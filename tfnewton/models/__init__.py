@@ -96,6 +96,7 @@ def build_model(
     layernorm: bool = True,
     n_points: int | None = None,
     mlp: bool | None = None,
+    mlp_ratio: int | None = None,
     device=None,
     dtype=None,
     seed: int | None = None,
@@ -122,6 +123,8 @@ def build_model(
     mlp : bool, optional
         ``"linear"`` only: a ReLU MLP after each attention layer (default ``True``);
         ``False`` gives attention-only blocks, the setting of the constructions.
+    mlp_ratio : int, optional
+        ``"gpt2"`` only: the MLP's hidden width is ``mlp_ratio * width`` (default 4, GPT-2's).
     device, dtype : optional
         Where and in which dtype the parameters live (default CPU, float32).
     seed : int, optional
@@ -145,6 +148,10 @@ def build_model(
         if kind != "linear":
             raise ValueError(f"mlp is an option of the 'linear' model only, not of {kind!r}")
         fields["mlp"] = bool(mlp)
+    if mlp_ratio is not None:
+        if kind != "gpt2":
+            raise ValueError(f"mlp_ratio is an option of the 'gpt2' model only, not of {kind!r}")
+        fields["mlp_ratio"] = check_int(mlp_ratio, "mlp_ratio", minimum=1)
     allowed = set(config_cls.__dataclass_fields__)
     config = config_cls(**{k: v for k, v in fields.items() if k in allowed})
     return model_from_config(kind, config, device=device, dtype=dtype, seed=seed)
