@@ -1,8 +1,11 @@
 """The timer the benchmark scripts share (run them as ``python benchmarks/NAME.py``:
 Python then puts this folder first on ``sys.path``, so ``from _timing import timed`` works)."""
 
+import os
+import platform
 import statistics
 import time
+from pathlib import Path
 
 
 def timed(fn, repeats: int):
@@ -19,3 +22,22 @@ def timed(fn, repeats: int):
         walls.append(time.perf_counter() - w0)
         cpus.append(time.process_time() - c0)
     return statistics.median(walls), statistics.median(cpus), out
+
+
+def machine() -> dict:
+    """The machine the figures were measured on: CPU model, cores, threads this process may
+    use, and the Python version."""
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpu": model,
+        "cpu_count": os.cpu_count(),
+        "threads_available": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "python": platform.python_version(),
+    }

@@ -26,12 +26,13 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import resource
 import shlex
 import sys
 import time
 from pathlib import Path
+
+from _timing import machine as shared_machine
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results" / "book_times.json"
@@ -106,22 +107,8 @@ def first_code_cell_only(notebook):
 
 
 def machine() -> dict:
-    """The machine the times were measured on."""
-    model = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "cpu": model,
-        "cpu_count": os.cpu_count(),
-        "threads_available": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
-        "python": platform.python_version(),
-    }
+    """The machine the times were measured on (:func:`_timing.machine`) and its OpenMP setting."""
+    return {**shared_machine(), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS")}
 
 
 def measure(names=None, *, quick: bool = False, timeout: float = 600.0, progress=print) -> list[dict]:

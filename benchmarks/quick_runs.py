@@ -29,7 +29,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import resource
 import shlex
 import subprocess
@@ -37,6 +36,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from _timing import machine as shared_machine
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results" / "quick_runs.json"
@@ -119,28 +120,12 @@ def measure_run(recipe: str, flags: list[str], *, smoke: bool = False, timeout: 
 
 
 def machine() -> dict:
-    """The machine and the versions the times were measured with."""
+    """The machine (:func:`_timing.machine`) and the versions the times were measured with."""
     import torch
 
     import tfnewton
 
-    model = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "cpu": model,
-        "cpu_count": os.cpu_count(),
-        "threads_available": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-        "threads_per_run": 1,
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "tfnewton": tfnewton.__version__,
-    }
+    return {**shared_machine(), "threads_per_run": 1, "torch": torch.__version__, "tfnewton": tfnewton.__version__}
 
 
 def table(rows: dict[str, dict]) -> str:
