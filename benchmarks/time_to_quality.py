@@ -87,7 +87,7 @@ THRESHOLD = 0.01  # noiseless linear regression: OLS is exact at k = 2d
 
 
 def train_and_time(recipe: str, *, threads: int, precision: str | None = None, eval_every: int = 250,
-                   cold_cache: bool = False) -> dict:
+                   cold_cache: bool = False, seed: int | None = None) -> dict:
     """Train ``recipe`` from scratch in this process and time it.
 
     The clock starts before the model is built and includes the compile (where the recipe
@@ -95,7 +95,8 @@ def train_and_time(recipe: str, *, threads: int, precision: str | None = None, e
     evaluation below :data:`THRESHOLD`, counted from the start of :func:`tfnewton.train.train`
     (the loop's own clock, plus the set-up before it).
     """
-    config = TrainConfig(**{**RECIPES[recipe], **({"precision": precision} if precision else {})})
+    overrides = {**({"precision": precision} if precision else {}), **({"seed": seed} if seed is not None else {})}
+    config = TrainConfig(**{**RECIPES[recipe], **overrides})
     previous_cache = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
     with tempfile.TemporaryDirectory() as out, tempfile.TemporaryDirectory() as cache:
         if cold_cache:
@@ -114,7 +115,7 @@ def train_and_time(recipe: str, *, threads: int, precision: str | None = None, e
     setup = total - history["eval_seconds"][-1]  # model, evaluation prompts, saving: outside the loop's clock
     hit = first_below(history, THRESHOLD)
     return {
-        "recipe": recipe, "date": time.strftime("%Y-%m-%d %H:%M"), "threads": threads,
+        "recipe": recipe, "seed": config.seed, "date": time.strftime("%Y-%m-%d %H:%M"), "threads": threads,
         "precision": resolve_precision(config.precision), "compiled": config.compile,
         # "empty": compiled into a fresh cache; "default": inductor's on-disk cache, warm where an
         # earlier run compiled the same graph (then the compile takes seconds, not half a minute).
@@ -154,6 +155,7 @@ def main(argv=None):
     p.add_argument("--recipe", default="gpt2_linreg_d5", choices=sorted(RECIPES))
     p.add_argument("--precision", default=None, choices=["float32", "bfloat16", "auto"],
                    help="override the recipe's precision (with --train)")
+    p.add_argument("--seed", type=int, default=None, help="with --train: the run's seed (default: the recipe's)")
     p.add_argument("--eval-every", type=int, default=250, help="with --train: steps between evaluations")
     p.add_argument("--cold-cache", action="store_true",
                    help="with --train: compile into a fresh, empty inductor cache (a first run on a new machine)")
@@ -163,7 +165,7 @@ def main(argv=None):
 
     if args.train:
         record = train_and_time(args.recipe, threads=args.threads, precision=args.precision,
-                                eval_every=args.eval_every, cold_cache=args.cold_cache)
+                                eval_every=args.eval_every, cold_cache=args.cold_cache, seed=args.seed)
         record["command"] = "python benchmarks/time_to_quality.py " + " ".join(sys.argv[1:] if argv is None else argv)
         print(describe(record))
         if args.json:
