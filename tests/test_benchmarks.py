@@ -1,25 +1,18 @@
 """The training-speed benchmarks still run (tiny shapes); their figures live in the README."""
 
-import importlib.util
 import json
 import pathlib
 import sys
 
 import pytest
 import torch
+from benchmark_scripts import load_benchmark
 
 BENCHMARKS = pathlib.Path(__file__).parent.parent / "benchmarks"
 
 
 def _load(name):
-    sys.path.insert(0, str(BENCHMARKS))  # the scripts import their shared _timing helper
-    try:
-        spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCHMARKS / f"{name}.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        return module
-    finally:
-        sys.path.remove(str(BENCHMARKS))
+    return load_benchmark(name)
 
 
 def test_train_step_benchmark_times_every_stack(one_thread):

@@ -1,7 +1,6 @@
 """Exercise-sized training runs: tfnewton.train.QUICK, quick_config, ``--quick``, and the
 measurements of benchmarks/quick_runs.py that the book reads."""
 
-import importlib.util
 import json
 import shlex
 import sys
@@ -10,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from benchmark_scripts import load_benchmark
 from tfnewton import train
 from tfnewton.models import load_checkpoint
 from tfnewton.train import QUICK, RECIPES, TrainConfig, build_parser, config_from_args, main, quick_config
@@ -23,14 +23,7 @@ CPU_BUDGET_S = 180.0  # issue 20: every exercise's training at most 3 CPU-minute
 
 
 def _bench():
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        spec = importlib.util.spec_from_file_location("bench_quick_runs", BENCHMARKS / "quick_runs.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        return module
-    finally:
-        sys.path.remove(str(BENCHMARKS))
+    return load_benchmark("quick_runs")
 
 
 def _parsed(argv):

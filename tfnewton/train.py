@@ -75,7 +75,7 @@ from .step import (PRECISIONS, autocast_context, convert_optimizer_state, cpu_ha
                    flatten_parameters, resolve_precision, step_time_ms)
 
 SCHEDULES = ("linear_decay", "cosine", "constant")
-#: What the training loss may average over (:attr:`TrainConfig.loss_positions`).
+#: What the training loss may average over (``TrainConfig.loss_positions``).
 LOSS_POSITIONS = ("all", "determined")
 #: The recipe's fields a task may read (its sampler's options and its baselines').
 TASK_OPTIONS = ("noise_std", "condition_number", "sparsity", "mu", "scaling", "support_size")
