@@ -176,3 +176,28 @@ def test_logistic_trained_benchmark_writes_every_context_length(tmp_path, one_th
     record = json.loads(out.read_text())
     assert [row["n"] for row in record["rows"]] == list(range(5, 26))
     assert len(record["checkpoint"]["sha256"]) == 64
+
+
+def test_architecture_sweeps_add_rows_resume_and_refuse_bad_widths(tmp_path, one_thread):
+    """Two-step runs: each row has the error, the parameter count and the command that repeats
+    the run; a second call skips what is measured; a width the heads do not divide fails
+    before anything trains."""
+    import shlex
+
+    from tfnewton.train import build_parser, config_from_args
+
+    bench = _load("architecture_sweeps")
+    out = tmp_path / "lstm.json"
+    assert bench.main(["lstm-depth", "--depths", "1", "--steps", "2", "--out", str(out)]) == 0
+    rows = json.loads(out.read_text())["runs"]
+    assert [(r["depth"], r["architecture"]) for r in rows] == [(1, "residual"), (1, "plain")]
+    assert rows[1]["parameters"] < rows[0]["parameters"]  # no LayerNorm weights
+    args = build_parser().parse_args(shlex.split(rows[1]["command"])[4:])
+    config = config_from_args(args)
+    assert (config.n_layers, config.residual, config.layernorm, config.steps) == (1, False, False, 2)
+    before = out.read_text()
+    assert bench.main(["lstm-depth", "--depths", "1", "--steps", "2", "--out", str(out)]) == 0
+    assert out.read_text() == before
+    with pytest.raises(ValueError, match="got width=30 and heads=4"):
+        bench.main(["width", "--d", "3", "--widths", "8", "30", "--steps", "2", "--out", str(tmp_path / "w.json")])
+    assert not (tmp_path / "w.json").exists()

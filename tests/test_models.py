@@ -456,3 +456,41 @@ def test_shipped_lstm_is_its_recipe_and_learned_in_context():
     curve = error_vs_k(model, num_prompts=1000, seed=99, baselines=False)
     assert curve["model"][0] > 0.7  # no context: nothing to learn from
     assert curve["model"][10] < 0.05
+
+
+def test_plain_lstm_has_no_residual_and_no_layernorm():
+    """``residual=False, layernorm=False``: each block is the bare LSTM (Garg et al.'s stack),
+    so block i's output is the i-th LSTM layer's hidden state; the default keeps ``h + LSTM(ln(h))``."""
+    plain = build_model("lstm", 3, n_layers=2, width=8, layernorm=False, residual=False, seed=0).double()
+    residual = build_model("lstm", 3, n_layers=2, width=8, layernorm=False, seed=0).double()
+    h = torch.randn(2, 6, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    for block in plain.blocks:
+        expected, _ = block.lstm(h)
+        torch.testing.assert_close(block(h), expected, rtol=0, atol=0)
+    residual.load_state_dict(plain.state_dict())
+    torch.testing.assert_close(residual.blocks[0](h), h + plain.blocks[0](h), rtol=0, atol=1e-15)
+    assert not isinstance(plain.ln_f, torch.nn.LayerNorm) and isinstance(plain.blocks[0].ln, torch.nn.Identity)
+
+
+def test_residual_is_an_lstm_option_only():
+    from tfnewton.train import TrainConfig, build_parser, config_from_args
+
+    with pytest.raises(ValueError, match="residual is an option of the 'lstm' model only, not of 'gpt2'"):
+        build_model("gpt2", 3, residual=False)
+    with pytest.raises(TypeError, match="residual must be a bool, got int"):
+        build_model("lstm", 3, residual=0)
+    with pytest.raises(ValueError, match="residual=False is an option of kind='lstm' only, got kind='linear'"):
+        TrainConfig(kind="linear", residual=False)
+    args = build_parser().parse_args(["--recipe", "lstm_linreg_d5", "--no-residual", "--no-layernorm", "--out", "x"])
+    config = config_from_args(args)
+    assert (config.kind, config.residual, config.layernorm) == ("lstm", False, False)
+
+
+@pytest.mark.parametrize("kind", ["gpt2", "linear"])
+def test_train_config_refuses_a_width_the_heads_do_not_divide(kind):
+    """A sweep over widths fails at its configuration, naming both numbers, not mid-training."""
+    from tfnewton.train import TrainConfig
+
+    with pytest.raises(ValueError, match="width must be a multiple of heads .* got width=30 and heads=4"):
+        TrainConfig(kind=kind, width=30, heads=4)
+    assert TrainConfig(kind="lstm", width=30, heads=4).width == 30  # the LSTM has no heads

@@ -107,6 +107,9 @@ class TrainConfig:
         ``"linear"`` only: a ReLU MLP after each attention layer (``False``: attention only).
     mlp_ratio : int
         ``"gpt2"`` only: the MLP's hidden width in multiples of ``width`` (GPT-2: 4).
+    residual : bool
+        ``"lstm"`` only: a residual connection around each LSTM block. ``--no-residual
+        --no-layernorm`` is Garg et al.'s and Fu et al.'s plain stacked LSTM.
     noise_std : float
         Standard deviation of the label noise, ``>= 0`` (``"linear_regression"`` and
         ``"sparse_recovery"``; logistic labels are already random, so it must stay 0 there).
@@ -182,6 +185,7 @@ class TrainConfig:
     layernorm: bool = True
     mlp: bool = True
     mlp_ratio: int = 4
+    residual: bool = True
     noise_std: float = 0.0
     condition_number: float | tuple[float, ...] = 1.0
     sparsity: int = 3
@@ -224,9 +228,14 @@ class TrainConfig:
             check_int(getattr(self, name), name, minimum=1)
         for name in ("warmup_steps", "d_inc", "n_inc", "seed", "eval_seed", "support_size", "loss_switch_step"):
             check_int(getattr(self, name), name, minimum=0)
-        for name in ("layernorm", "mlp", "curriculum", "compile"):
+        for name in ("layernorm", "mlp", "residual", "curriculum", "compile"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name} must be a bool, got {type(getattr(self, name)).__name__}")
+        if not self.residual and self.kind != "lstm":
+            raise ValueError(f"residual=False is an option of kind='lstm' only, got kind={self.kind!r}")
+        if self.kind in ("gpt2", "linear") and self.width % self.heads:
+            raise ValueError(f"width must be a multiple of heads (each head gets width / heads "
+                             f"dimensions), got width={self.width} and heads={self.heads}")
         check_positive(self.lr, "lr")
         for name in ("noise_std", "min_lr", "weight_decay", "grad_clip"):
             check_positive(getattr(self, name), name, allow_zero=True)
@@ -330,6 +339,17 @@ RECIPES: dict[str, dict] = {
     "gpt2_linreg_d5_fast": dict(kind="gpt2", d=5, n_points=11, n_layers=5, width=32, heads=4, steps=10_000,
                                 lr=1e-3, warmup_steps=500, decay_fraction=0.5, loss_positions="determined",
                                 loss_switch_step=2_500, precision="float32", compile=True),
+    # Fu et al.'s ill-conditioned inputs (κ(Σ) = 100), where Newton's and gradient descent's
+    # errors can separate (book/linear_regression_probes.md; tfnewton.separation): the homework
+    # recipe with 8 layers instead of 5, so that more of them are still climbing.
+    "gpt2_linreg_d5_kappa100": dict(kind="gpt2", d=5, n_points=11, n_layers=8, width=32, heads=4,
+                                    condition_number=100.0, steps=12_000, lr=1e-3, warmup_steps=500,
+                                    decay_fraction=0.5, loss_positions="determined", loss_switch_step=2_500,
+                                    precision="float32", compile=True),
+    # Garg et al.'s and Fu et al.'s plain stacked LSTM (no residual connection, no LayerNorm)
+    # in lstm_linreg_d5's shape and recipe, for the comparison with ours.
+    "lstm_plain_linreg_d5": dict(kind="lstm", d=5, n_points=11, n_layers=4, width=64, layernorm=False,
+                                 residual=False, lr=3e-3, steps=40_000),
     # Garg et al. / Fu et al.'s model: d = 20, 41 points, 12 x 256, 8 heads (a GPU run;
     # Garg et al. trained 500k steps at lr 1e-4 with this curriculum).
     "gpt2_linreg_d20_fu": dict(kind="gpt2", d=20, n_points=41, n_layers=12, width=256, heads=8,
@@ -594,7 +614,8 @@ def _build_model(config: TrainConfig, device: torch.device):
     model = build_model(config.kind, config.d, n_layers=config.n_layers, width=config.width,
                         heads=config.heads, layernorm=config.layernorm, n_points=config.n_points,
                         mlp=config.mlp if config.kind == "linear" else None,
-                        mlp_ratio=config.mlp_ratio if config.kind == "gpt2" else None, seed=config.seed)
+                        mlp_ratio=config.mlp_ratio if config.kind == "gpt2" else None,
+                        residual=config.residual if config.kind == "lstm" else None, seed=config.seed)
     return model.to(device)
 
 

@@ -97,6 +97,7 @@ def build_model(
     n_points: int | None = None,
     mlp: bool | None = None,
     mlp_ratio: int | None = None,
+    residual: bool | None = None,
     device=None,
     dtype=None,
     seed: int | None = None,
@@ -116,7 +117,7 @@ def build_model(
         Attention heads (ignored by ``"lstm"``).
     layernorm : bool
         LayerNorm in the blocks (``"gpt2"``: pre-LN and final LN; ``"linear"``: pre-LN;
-        ``"lstm"``: ignored).
+        ``"lstm"``: before each LSTM and at the end).
     n_points : int, optional
         Longest prompt in (x, y) pairs; default ``2 * d + 1`` (Garg et al.'s curriculum end).
         The LSTM has no positions and accepts any length.
@@ -125,6 +126,9 @@ def build_model(
         ``False`` gives attention-only blocks, the setting of the constructions.
     mlp_ratio : int, optional
         ``"gpt2"`` only: the MLP's hidden width is ``mlp_ratio * width`` (default 4, GPT-2's).
+    residual : bool, optional
+        ``"lstm"`` only: a residual connection around each LSTM block (default ``True``);
+        ``residual=False, layernorm=False`` is the plain stacked LSTM of Garg et al.
     device, dtype : optional
         Where and in which dtype the parameters live (default CPU, float32).
     seed : int, optional
@@ -152,6 +156,12 @@ def build_model(
         if kind != "gpt2":
             raise ValueError(f"mlp_ratio is an option of the 'gpt2' model only, not of {kind!r}")
         fields["mlp_ratio"] = check_int(mlp_ratio, "mlp_ratio", minimum=1)
+    if residual is not None:
+        if kind != "lstm":
+            raise ValueError(f"residual is an option of the 'lstm' model only, not of {kind!r}")
+        if not isinstance(residual, bool):
+            raise TypeError(f"residual must be a bool, got {type(residual).__name__}")
+        fields["residual"] = residual
     allowed = set(config_cls.__dataclass_fields__)
     config = config_cls(**{k: v for k, v in fields.items() if k in allowed})
     return model_from_config(kind, config, device=device, dtype=dtype, seed=seed)

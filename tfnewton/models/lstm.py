@@ -2,12 +2,14 @@
 
 The prompt is the GPT-2 model's token sequence ``x_1, (y_1, 0, ..., 0), x_2, ...``, read in
 linearly (no position embeddings: the recurrence knows the order). Each block is one
-single-layer ``nn.LSTM`` with a residual connection,
+single-layer ``nn.LSTM``, by default with a residual connection,
 
     block(h) = h + LSTM(ln(h))        (ln = LayerNorm if ``layernorm``, else identity)
 
 so that, like the Transformers, every block maps the residual stream ``(B, T, D)`` to
-``(B, T, D)`` and a probe can read the stream after each one. An LSTM is causal by
+``(B, T, D)`` and a probe can read the stream after each one. With ``residual=False`` and
+``layernorm=False`` the blocks are ``block(h) = LSTM(h)``: the plain stacked LSTM of Garg et al.
+and Fu et al., whose layer ``i`` is the hidden state of the ``i``-th LSTM layer. An LSTM is causal by
 construction: the output at token ``t`` has read tokens ``≤ t`` only, so prediction ``i``
 (read at ``x_i``'s token) never sees ``y_i``.
 
@@ -28,27 +30,32 @@ from .gpt2 import interleave
 
 @dataclass
 class LSTMConfig(ModelConfig):
-    """Shape of an :class:`LSTMRegressor`: ``d``, ``n_layers`` LSTM blocks of hidden size ``width``."""
+    """Shape of an :class:`LSTMRegressor`: ``d``, ``n_layers`` LSTM blocks of hidden size
+    ``width``, each with a LayerNorm before it (``layernorm``) and a residual connection around
+    it (``residual``)."""
 
     d: int
     n_layers: int = 2
     width: int = 64
     layernorm: bool = True
+    residual: bool = True
 
     POSITIVE_INTS = ("d", "n_layers", "width")
 
 
 class LSTMBlock(nn.Module):
-    """``h + LSTM(ln(h))``: one single-layer LSTM wrapped to return a tensor."""
+    """``h + LSTM(ln(h))`` (or ``LSTM(ln(h))`` without the residual): one single-layer LSTM
+    wrapped to return a tensor."""
 
     def __init__(self, config: LSTMConfig):
         super().__init__()
         self.ln = nn.LayerNorm(config.width) if config.layernorm else nn.Identity()
         self.lstm = nn.LSTM(config.width, config.width, num_layers=1, batch_first=True)
+        self.residual = config.residual
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         out, _ = self.lstm(self.ln(h))  # (B, T, width); the (h_n, c_n) state is dropped
-        return h + out
+        return h + out if self.residual else out
 
 
 class LSTMRegressor(InContextRegressor):
