@@ -346,6 +346,12 @@ RECIPES: dict[str, dict] = {
                                     condition_number=100.0, steps=12_000, lr=1e-3, warmup_steps=500,
                                     decay_fraction=0.5, loss_positions="determined", loss_switch_step=2_500,
                                     precision="float32", compile=True),
+    # The same at d = 10 (21 points), twice as wide: a second size where the separation
+    # can show.
+    "gpt2_linreg_d10_kappa100": dict(kind="gpt2", d=10, n_points=21, n_layers=8, width=64, heads=4,
+                                     condition_number=100.0, steps=12_000, lr=1e-3, warmup_steps=500,
+                                     decay_fraction=0.5, loss_positions="determined", loss_switch_step=2_500,
+                                     precision="float32", compile=True),
     # Garg et al.'s and Fu et al.'s plain stacked LSTM (no residual connection, no LayerNorm)
     # in lstm_linreg_d5's shape and recipe, for the comparison with ours.
     "lstm_plain_linreg_d5": dict(kind="lstm", d=5, n_points=11, n_layers=4, width=64, layernorm=False,
