@@ -70,7 +70,7 @@ def test_bad_input_is_named():
     task = _task(4)
     with pytest.raises(ValueError, match=r"preds must have shape \(R, B, n\) = \(R, 48, 8\)"):
         newton_gd_gap(torch.zeros(2, 48, 7, dtype=torch.float64), task.X, task.y)
-    with pytest.raises(ValueError, match="gd_protocol must be 'global' or 'per_problem', got 'adaptive'"):
+    with pytest.raises(ValueError, match="gd_protocol must be 'global', 'per_problem' or 'fixed', got 'adaptive'"):
         newton_gd_gap(torch.zeros(1, 48, 8, dtype=torch.float64), task.X, task.y, gd_protocol="adaptive")
     with pytest.raises(ValueError, match="labels must have one entry per row of preds"):
         newton_gd_gap(torch.zeros(2, 48, 8, dtype=torch.float64), task.X, task.y, labels=["a"])
