@@ -110,6 +110,10 @@ __all__ = [
     "check_similarity_of_errors",
     "check_newton_iterate",
     "check_min_norm_prefix_predictions",
+    # linear regression thesis
+    "check_newton_spectral_filter",
+    "check_fraction_of_the_way",
+    "check_similarity_from_position",
 ]
 
 
@@ -2536,5 +2540,169 @@ def check_min_norm_prefix_predictions(fn: Callable, *, device=None) -> None:
             "you predict 0 where fewer than d pairs were seen; there the minimum-norm solution "
             "X⁺y (torch.linalg.pinv) still predicts": lambda X, y: fit_on(X, y, lambda i, n: slice(0, i),
                                                                           zero_below_d=True),
+        },
+    )
+
+
+# ---------------------------------------------------------------------- linear regression thesis
+
+
+def check_newton_spectral_filter(fn: Callable, *, device=None) -> None:
+    r"""Check Iterative Newton's spectral filter: ``fn(lam, alpha, k)`` must return
+    ``1 − (1 − αλ²)^{2^k}`` for every eigenvalue ``λ`` of ``S = XᵀX``.
+
+    Parameters
+    ----------
+    fn : callable
+        ``fn(lam, alpha, k) -> Tensor of shape (B, d)`` for eigenvalues ``lam (B, d)``, one
+        ``α`` per problem, ``alpha (B,)``, and an int ``k >= 0``.
+    device : str or torch.device, optional
+        Where the cases live (default CPU).
+
+    Raises
+    ------
+    ExerciseError
+        On the first wrong case, naming the mistake (GD's filter in ``λ``, ``k`` steps where
+        there are ``2^k`` squarings, the filter without its ``1 −``).
+
+    Notes
+    -----
+    The reference is :func:`tfnewton.separation.newton_filter`; the eigenvalues are those of
+    random prompts' Gram matrices (:func:`tfnewton.separation.prefix_spectra`), ``α =
+    1/λ_max²``.
+    """
+    from .separation import newton_filter
+    from .tasks import sample_linear_regression
+
+    device = check_device(device)
+    generator = torch.Generator().manual_seed(171)
+    cases = []
+    for B, n, d, k, kappa, dtype in ((5, 9, 4, 2, 1.0, torch.float64), (1, 7, 3, 0, 1.0, torch.float64),
+                                     (6, 12, 5, 3, 100.0, torch.float64), (4, 9, 4, 1, 10.0, torch.float32)):
+        task = sample_linear_regression(B, n, d, generator=generator, dtype=torch.float64, condition_number=kappa)
+        lam = torch.linalg.eigvalsh(task.X.mT @ task.X)
+        alpha = 1.0 / lam[:, -1] ** 2
+        expected = newton_filter(lam, [k], float(alpha[0]) if B == 1 else "default")[0]
+        args = (lam.to(device=device, dtype=dtype), alpha.to(device=device, dtype=dtype), k)
+        cases.append((args, expected.to(device=device, dtype=dtype)))
+
+    check_function(
+        fn,
+        cases,
+        name="newton_spectral_filter",
+        known_mistakes={
+            "your filter is in λ (gradient descent's shape); Newton's residual I − M_k S is "
+            "(I − αS²)^(2^k), a polynomial in λ²":
+                lambda lam, alpha, k: 1 - (1 - alpha[:, None] * lam) ** (2 ** k),
+            "the power is k; each Newton step squares the residual, so after k steps it is 2^k":
+                lambda lam, alpha, k: 1 - (1 - alpha[:, None] * lam ** 2) ** max(k, 1),
+            "you return the residual's eigenvalue (1 − αλ²)^(2^k); the filter is one minus it":
+                lambda lam, alpha, k: (1 - alpha[:, None] * lam ** 2) ** (2 ** k),
+        },
+    )
+
+
+def check_fraction_of_the_way(fn: Callable, *, device=None) -> None:
+    r"""Check the climbing-layer yardstick: ``fn(errors)`` must return, for every layer, how far
+    its read-out error is from the last layer's, as a fraction of the embedding's distance:
+    ``(e_ℓ − e_L) / (e_0 − e_L)`` (1 at the embedding, 0 at the last layer).
+
+    Parameters
+    ----------
+    fn : callable
+        ``fn(errors) -> Tensor of shape (B, L + 1)`` for read-out errors ``(B, L + 1)``, one row
+        per model, the embedding first.
+    device : str or torch.device, optional
+
+    Raises
+    ------
+    ExerciseError
+        Naming the mistake (measured from the embedding, no subtraction of the last layer's
+        error, ...).
+
+    Notes
+    -----
+    The reference is the rule of :func:`tfnewton.separation.climbing_layers` (a layer climbs
+    when the fraction lies in [0.05, 0.90]), on random decreasing error curves.
+    """
+    device = check_device(device)
+    generator = torch.Generator().manual_seed(172)
+    cases = []
+    for B, L1, dtype in ((4, 9, torch.float64), (1, 7, torch.float64), (3, 5, torch.float32)):
+        drops = torch.rand(B, L1 - 1, generator=generator, dtype=torch.float64)
+        errors = 0.05 + torch.cat([torch.zeros(B, 1, dtype=torch.float64), drops], 1).flip(1).cumsum(1).flip(1)
+        errors = errors + 0.02 * torch.rand(B, L1, generator=generator, dtype=torch.float64)
+        expected = (errors - errors[:, -1:]) / (errors[:, :1] - errors[:, -1:])
+        cases.append(((errors.to(device=device, dtype=dtype),), expected.to(device=device, dtype=dtype)))
+
+    check_function(
+        fn,
+        cases,
+        name="fraction_of_the_way",
+        known_mistakes={
+            "you measure from the embedding ((e_0 − e_ℓ)/(e_0 − e_L)); the fraction is the way left "
+            "to the last layer, 1 at the embedding and 0 at the last layer":
+                lambda e: (e[:, :1] - e) / (e[:, :1] - e[:, -1:]),
+            "the last layer's error is not subtracted (e_ℓ / e_0); the yardstick runs from the last "
+            "layer's error, not from 0":
+                lambda e: e / e[:, :1],
+        },
+    )
+
+
+def check_similarity_from_position(fn: Callable, *, device=None) -> None:
+    r"""Check the similarity of errors over positions ``first … n − 1``: ``fn(pred_a, pred_b, y,
+    first)`` must return, per prompt, the cosine of the two residual vectors restricted to
+    those positions.
+
+    Parameters
+    ----------
+    fn : callable
+        ``fn(pred_a, pred_b, y, first) -> Tensor of shape (B,)`` for predictions and labels of
+        shape ``(B, n)`` and an int ``first``.
+    device : str or torch.device, optional
+
+    Raises
+    ------
+    ExerciseError
+        Naming the mistake (every position kept, a cosine per position across prompts, ...).
+
+    Notes
+    -----
+    The reference is :func:`tfnewton.metrics.similarity_of_errors` on the kept positions (the
+    protocol of :func:`tfnewton.separation.newton_gd_gap`'s ``first_position``); the predictors
+    are Newton's and GD's prefix predictions, whose position-0 residuals are both ``−y_0``.
+    """
+    from .metrics import similarity_of_errors
+    from .separation import gd_filter, newton_filter, prefix_spectra
+    from .tasks import sample_linear_regression
+
+    device = check_device(device)
+    generator = torch.Generator().manual_seed(173)
+    cases = []
+    for B, n, d, first, dtype in ((5, 11, 5, 5, torch.float64), (6, 11, 5, 1, torch.float64),
+                                  (1, 9, 4, 1, torch.float64), (4, 11, 5, 2, torch.float32)):
+        task = sample_linear_regression(B, n, d, generator=generator, dtype=torch.float64, condition_number=30.0)
+        spectra = prefix_spectra(task.X, task.y)
+        a = spectra.predict(newton_filter(spectra.eigenvalues, [3]))[0]
+        b = spectra.predict(gd_filter(spectra.eigenvalues, [16], "per_problem"))[0]
+        expected = similarity_of_errors(a[:, first:], b[:, first:], task.y[:, first:], reduction="none")
+        args = tuple(t.to(device=device, dtype=dtype) for t in (a, b, task.y)) + (first,)
+        cases.append((args, expected.to(device=device, dtype=dtype)))
+
+    def cosine(u, v, dim=-1):
+        return (u * v).sum(dim) / (u.norm(dim=dim) * v.norm(dim=dim))
+
+    check_function(
+        fn,
+        cases,
+        name="similarity_from_position",
+        known_mistakes={
+            "every position is kept; compare positions first … n − 1 only":
+                lambda a, b, y, first: cosine(a - y, b - y),
+            "one position too many: positions first − 1 … n − 1 are kept":
+                lambda a, b, y, first: cosine((a - y)[:, first - 1:], (b - y)[:, first - 1:]),
+            "the cosine is taken over the prompts at each position; it is over the positions of each prompt":
+                lambda a, b, y, first: cosine((a - y)[:, first:], (b - y)[:, first:], dim=0),
         },
     )
