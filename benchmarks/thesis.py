@@ -91,7 +91,7 @@ def section_layers(args, model):
 
 
 def section_table1_hypotheses(args):
-    from tfnewton.separation import closest_to_table1, table1_hypotheses
+    from tfnewton.separation import closest_to_table1, gd_cap_sweep, table1_hypotheses
 
     out = []
     for i, (d, n) in enumerate(((20, 41), (5, 11))):
@@ -100,6 +100,7 @@ def section_table1_hypotheses(args):
         rows = table1_hypotheses(task.X.double(), task.y.double())
         out.append({"d": d, "n_points": n, "condition_number": 1.0, "prompts": args.table1_prompts, "seed": seed,
                     "rows": rows, "closest": closest_to_table1(rows),
+                    "cap_sweep": gd_cap_sweep(task.X.double(), task.y.double()),
                     "labels_equal_truth": float((task.y.double() - (task.X.double() @ task.w.double()[..., None])[..., 0])
                                                 .abs().max())})
         print(f"table 1 hypotheses d={d}: nearest the paper: {out[-1]['closest']}")
@@ -159,7 +160,10 @@ def main(argv=None) -> int:
             record = old
             print(f"resuming: {[k for k in ('ceilings', 'layers', 'table1_hypotheses', 'table1_models') if k in old]}")
     record.update({
-        "command": "python benchmarks/thesis.py " + shlex.join(argv if argv is not None else sys.argv[1:]),
+        # --resume only skips the sections already measured with these sizes: not part of
+        # the command that reproduces the record.
+        "command": "python benchmarks/thesis.py " + shlex.join(
+            a for a in (argv if argv is not None else sys.argv[1:]) if a != "--resume"),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "machine": machine(), "threads": args.threads, "torch": torch.__version__, "tfnewton": __version__,
         "checkpoint": {"name": NAME, "sha256": info["sha256"], "command": info["metadata"].get("command")},

@@ -61,7 +61,7 @@ __all__ = [
     "induced_weights_ceiling", "probe_r2_ceiling", "LayerComparison", "compare_layers",
     "climbing_layers", "best_step_growth", "goal_verdict", "load_trained_model", "file_sha256",
     "ONLINE_GRID", "FU_GD_STEPS", "FU_LINEAR_GD_STEPS", "FU_TABLE1", "GD_VARIANTS", "position_sets", "ceiling_rows",
-    "table1_hypotheses", "closest_to_table1", "model_table1", "layer_study",
+    "table1_hypotheses", "gd_cap_sweep", "closest_to_table1", "model_table1", "layer_study",
 ]
 
 #: Multiples ``c`` of ``1/λ*`` tried for GD's one global step size.
@@ -1044,6 +1044,46 @@ def table1_hypotheses(X: torch.Tensor, y: torch.Tensor, *, stand_in_steps=(21,),
                             "newton": float(table.newton_similarity[i]), "newton_step": table.newton_step[i],
                             "gd_similarity": float(table.gd_similarity[i]), "gd_step": table.gd_step[i],
                             "online_gd": float(online[i]), "gap": float(table.gap[i])})
+    return out
+
+
+def gd_cap_sweep(X: torch.Tensor, y: torch.Tensor, caps=FU_GD_STEPS, *, stand_in_step: int = 21,
+                 positions: str = "0 … n−1 (Fu et al.'s code)", gd_lr: float = 0.01) -> list:
+    """GD's best similarity of errors to Newton's step ``stand_in_step`` when GD may run at most
+    ``cap`` steps, for each cap: how the Table-1 gap depends on the step range searched.
+
+    Parameters
+    ----------
+    X : Tensor of shape (B, n, d)
+    y : Tensor of shape (B, n)
+    caps : sequence of int
+        GD searches the powers of two up to each cap.
+    stand_in_step : int
+        Newton's step standing in for the model (α = ``1/‖SSᵀ‖_F``).
+    positions : str
+        A key of :func:`position_sets`.
+    gd_lr : float
+        The fixed step (summed loss) of the ``"fixed"`` rows; the ``"global"`` rows tune one.
+
+    Returns
+    -------
+    list of dict
+        ``cap``, ``gd`` (``"fixed"`` or ``"global"``), ``gd_similarity``, ``gd_step``, ``gap``.
+    """
+    v.check_regression_inputs(X, y)
+    B, n, d = X.shape
+    keep = position_sets(n, d)[positions]
+    spectra = prefix_spectra(X, y)
+    stand_in = spectra.predict(newton_filter(spectra.eigenvalues, [stand_in_step], "frobenius"))
+    out = []
+    for cap in caps:
+        steps = [s for s in FU_GD_STEPS if s <= cap] or [1]
+        for protocol, options in (("fixed", {"gd_lr": gd_lr}), ("global", {})):
+            table = newton_gd_gap(stand_in, X, y, positions=keep, newton_steps=[stand_in_step],
+                                  newton_alpha="frobenius", gd_protocol=protocol, gd_steps=steps, spectra=spectra,
+                                  **options)
+            out.append({"cap": int(cap), "gd": protocol, "gd_similarity": float(table.gd_similarity[0]),
+                        "gd_step": table.gd_step[0], "gap": float(table.gap[0])})
     return out
 
 
