@@ -873,13 +873,53 @@ PROBING_YOUR_MODEL_CHECKERS = {
 
 
 # --------------------------------------------------------------------------------------
+# Linear regression, part 3 (book/linear_regression_thesis.md)
+# --------------------------------------------------------------------------------------
+from tfnewton.exercises import (  # noqa: E402
+    check_fraction_of_the_way,
+    check_newton_spectral_filter,
+    check_similarity_from_position,
+)
+
+
+def _cos(u, v, dim=-1):
+    return (u * v).sum(dim) / (u.norm(dim=dim) * v.norm(dim=dim))
+
+
+LINEAR_REGRESSION_THESIS_CHECKERS = {
+    "newton_spectral_filter": (check_newton_spectral_filter, [
+        lambda lam, a, k: 1 - (1 - a[:, None] * lam ** 2) ** (2 ** k),
+        lambda lam, a, k: 1 - torch.pow(1 - a[:, None] * lam * lam, 2.0 ** k),
+    ], {
+        "GD's shape": (lambda lam, a, k: 1 - (1 - a[:, None] * lam) ** (2 ** k), ["polynomial in λ²"]),
+        "k not 2^k": (lambda lam, a, k: 1 - (1 - a[:, None] * lam ** 2) ** max(k, 1), ["2^k"]),
+        "no 1 −": (lambda lam, a, k: (1 - a[:, None] * lam ** 2) ** (2 ** k), ["one minus"]),
+    }),
+    "fraction_of_the_way": (check_fraction_of_the_way, [
+        lambda e: (e - e[:, -1:]) / (e[:, :1] - e[:, -1:]),
+        lambda e: 1 - (e[:, :1] - e) / (e[:, :1] - e[:, -1:]),
+    ], {
+        "from the embedding": (lambda e: (e[:, :1] - e) / (e[:, :1] - e[:, -1:]), ["from the embedding"]),
+        "not subtracted": (lambda e: e / e[:, :1], ["not subtracted"]),
+    }),
+    "similarity_from_position": (check_similarity_from_position, [
+        lambda a, b, y, f: _cos((a - y)[:, f:], (b - y)[:, f:]),
+    ], {
+        "every position": (lambda a, b, y, f: _cos(a - y, b - y), ["every position is kept"]),
+        "one too many": (lambda a, b, y, f: _cos((a - y)[:, f - 1:], (b - y)[:, f - 1:]), ["one position too many"]),
+        "across prompts": (lambda a, b, y, f: _cos((a - y)[:, f:], (b - y)[:, f:], dim=0), ["shape"]),
+    }),
+}
+
+
+# --------------------------------------------------------------------------------------
 # Every chapter's checkers, one set of tests: correct solutions pass and say so, each named
 # mistake raises with its words, bad fn or device is refused
 # --------------------------------------------------------------------------------------
 CHAPTER_CHECKERS = {
     **LOGISTIC_CHECKERS, **CLASSIFIER_CHECKERS, **SPARSE_CHECKERS, **TRAINED_SPARSE_CHECKERS,
     **MATRIX_INVERSION_CHECKERS, **LINEAR_REGRESSION_CHECKERS, **PROBING_YOUR_MODEL_CHECKERS,
-    **TRAINING_CHECKERS, **LINEAR_REGRESSION_PROBES_CHECKERS,
+    **TRAINING_CHECKERS, **LINEAR_REGRESSION_PROBES_CHECKERS, **LINEAR_REGRESSION_THESIS_CHECKERS,
 }
 
 
