@@ -101,7 +101,8 @@ def load_results(name: str, root=None) -> list:
         return []
     data = json.loads(path.read_text(encoding="utf-8"))
     if not isinstance(data, dict) or not isinstance(data.get("runs"), list):
-        raise ValueError(f"{path} must hold {{'runs': [...]}}, got {type(data).__name__} without a 'runs' list")
+        raise ValueError(f"{path} must hold {{'runs': [...]}}, "
+                         f"got {type(data).__name__} without a 'runs' list")
     return data["runs"]
 
 
@@ -292,7 +293,7 @@ def compare_layers(source, task, *, online_lr: float, gd_steps, newton_steps: in
     return LayerComparison(str(source), model, readouts, matches)
 
 
-# --------------------------------------------------------------------------- a model against tuned GD, prompt set by prompt set
+# --------------------------------------------------------------------------- a model against tuned GD, set by set
 
 
 @dataclass
@@ -345,7 +346,7 @@ class PromptSetComparison:
 
 
 def compare_on_prompt_sets(model, X: torch.Tensor, y: torch.Tensor, *, k: int, gd_steps: int = 3,
-                           set_size: int = 2000, lrs=None) -> PromptSetComparison:
+                           set_size: int = 2000, lrs=None, batch_size: int = 1000) -> PromptSetComparison:
     """Score a model against ``gd_steps`` steps of GD with one tuned step, prompt by prompt.
 
     The mean error over a few thousand prompts is a fair summary only when no single prompt
@@ -369,6 +370,8 @@ def compare_on_prompt_sets(model, X: torch.Tensor, y: torch.Tensor, *, k: int, g
         GD's step sizes to try (default: 81 values log-spaced over ``[1e-3, 10]``, as
         :func:`tfnewton.baselines.tuned_gd_errors`); the best for the mean over all prompts
         is kept.
+    batch_size : int
+        Prompts per forward pass (small batches keep the attention's memory in cache).
 
     Returns
     -------
@@ -385,9 +388,11 @@ def compare_on_prompt_sets(model, X: torch.Tensor, y: torch.Tensor, *, k: int, g
     if B % set_size:
         raise ValueError(f"the number of prompts must be a multiple of set_size = {set_size}, got {B}")
     gd_steps = v.check_int(gd_steps, "gd_steps", minimum=1)
+    batch_size = v.check_int(batch_size, "batch_size", minimum=1)
     param = next(model.parameters())
     with torch.no_grad():
-        pred = model(X.to(param), y.to(param))[:, k].double().cpu()
+        pred = torch.cat([model(X[i:i + batch_size].to(param), y[i:i + batch_size].to(param))[:, k]
+                          for i in range(0, B, batch_size)]).double().cpu()
     Xd, yd = X.double().cpu(), y.double().cpu()
     model_errors = (pred - yd[:, k]).pow(2) / d
     lrs = torch.logspace(-3, 1, 81, dtype=torch.float64) if lrs is None else torch.as_tensor(lrs, dtype=torch.float64)
