@@ -13,6 +13,9 @@ spread across seeds is printed beside it (the standard error of each mean).
 
     python benchmarks/bf16_quality.py --seeds 0 1 2 --threads 1 --json F   # 6 runs, ~3 CPU-min each
     python benchmarks/bf16_quality.py --steps 200                          # a plumbing check
+
+With ``--json F``, runs already in ``F`` for the same recipe and step count are reused: a
+later call with more seeds trains only the new ones.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import statistics
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 import torch
 
@@ -67,12 +71,21 @@ def main(argv=None) -> int:
     if resolve_precision("bfloat16", "cpu") != "bfloat16":
         print("this CPU has no native bf16 (AVX512-BF16/AMX): nothing to compare here")
         return 0
+    # Runs already in --json for the same recipe and step count are kept, not retrained (so
+    # seeds can be added in later calls, and an interrupted check resumes).
+    previous = []
+    if args.json and Path(args.json).is_file():
+        old = json.loads(Path(args.json).read_text())
+        if (old.get("recipe"), old.get("steps")) == (args.recipe, base.steps):
+            previous = [r for r in old["runs"] if r["seed"] in args.seeds]
     runs = []
     summary = {}
     for seed in args.seeds:
         for precision in ("float32", "bfloat16"):
-            runs.append({"seed": seed, **run(dataclasses.replace(base, precision=precision, seed=seed),
-                                                 args.threads)})
+            done = [r for r in previous if (r["seed"], r["precision"]) == (seed, precision)]
+            runs.append(done[0] if done else
+                        {"seed": seed, **run(dataclasses.replace(base, precision=precision, seed=seed),
+                                             args.threads)})
             by_precision = {q: [r["error"] for r in runs if r["precision"] == q] for q in ("float32", "bfloat16")}
             summary = {q: dict(zip(("mean", "sem"), _mean_and_sem(v))) for q, v in by_precision.items() if v}
             if args.json:

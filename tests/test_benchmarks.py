@@ -201,3 +201,31 @@ def test_architecture_sweeps_add_rows_resume_and_refuse_bad_widths(tmp_path, one
     with pytest.raises(ValueError, match="got width=30 and heads=4"):
         bench.main(["width", "--d", "3", "--widths", "8", "30", "--steps", "2", "--out", str(tmp_path / "w.json")])
     assert not (tmp_path / "w.json").exists()
+
+
+def test_bf16_quality_compares_means_over_seeds_and_reuses_measured_runs(tmp_path, monkeypatch):
+    """The verdict is the ratio of the mean errors over the seeds; a second call with one more
+    seed trains only that seed's two runs (the others are read back from --json)."""
+    bench = _load("bf16_quality")
+    monkeypatch.setattr(bench, "resolve_precision", lambda precision, device: "bfloat16")
+    errors = {("float32", 0): 0.010, ("bfloat16", 0): 0.012, ("float32", 1): 0.020, ("bfloat16", 1): 0.020,
+              ("float32", 2): 0.012, ("bfloat16", 2): 0.020}
+    trained = []
+
+    def fake_run(config, threads):
+        trained.append((config.precision, config.seed))
+        return {"precision": config.precision, "steps": config.steps, "error": errors[config.precision, config.seed],
+                "eval_step": [], "eval_error": [], "seconds": 0.0}
+
+    monkeypatch.setattr(bench, "run", fake_run)
+    out = tmp_path / "bf16.json"
+    assert bench.main(["--seeds", "0", "1", "--json", str(out)]) == 0  # 0.016 / 0.015 = 1.067
+    record = json.loads(out.read_text())
+    assert record["ratio"] == pytest.approx(0.032 / 0.030) and record["passed"] and record["complete"]
+    assert trained == [("float32", 0), ("bfloat16", 0), ("float32", 1), ("bfloat16", 1)]
+    assert bench.main(["--seeds", "0", "1", "2", "--json", str(out)]) == 1  # 0.052 / 0.042 = 1.24
+    assert trained[4:] == [("float32", 2), ("bfloat16", 2)]
+    record = json.loads(out.read_text())
+    assert record["ratio"] == pytest.approx(0.052 / 0.042) and not record["passed"]
+    assert [(r["seed"], r["precision"]) for r in record["runs"]] == [
+        (s, p) for s in (0, 1, 2) for p in ("float32", "bfloat16")]

@@ -173,6 +173,32 @@ def test_gpt2_cpu_attention_is_sdpas_arithmetic(rows):
     torch.testing.assert_close(attn(x, rows), ref, rtol=0, atol=1e-12)
 
 
+def test_gpt2_cpu_attention_keeps_scores_and_softmax_in_float32_under_bf16_autocast():
+    """Under bf16 autocast the CPU path computes the scores and their softmax in float32 (as
+    the GPU's fused kernels do); only the weighted sum of values runs in bf16. With bf16
+    scores, a score near 10 would be off by up to 0.03 and the weights by 3 %."""
+    from torch.overrides import TorchFunctionMode
+
+    class SoftmaxDtypes(TorchFunctionMode):
+        def __init__(self):
+            super().__init__()
+            self.seen = []
+
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            if getattr(func, "__name__", "") == "softmax":
+                self.seen.append((args[0].dtype, out.dtype))
+            return out
+
+    model = build_model("gpt2", 2, n_layers=1, width=16, heads=4, n_points=6, seed=0)
+    x = torch.randn(3, 11, 16, generator=torch.Generator().manual_seed(0))
+    with torch.autocast("cpu", dtype=torch.bfloat16), SoftmaxDtypes() as mode:
+        out = model.blocks[0].attn(x)
+    assert mode.seen == [(torch.float32, torch.float32)]
+    assert out.dtype == torch.bfloat16  # the projections still run in bf16
+    torch.testing.assert_close(out.float(), model.blocks[0].attn(x), rtol=0.05, atol=0.02)
+
+
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("n", [1, 2, 7])
 def test_skip_unused_gives_the_same_predictions_and_gradients(kind, n):

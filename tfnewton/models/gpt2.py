@@ -117,10 +117,17 @@ class CausalSelfAttention(nn.Module):
             k, v = F.linear(x, weight[C:], bias[C:]).view(B, T, 2, H, hs).permute(2, 0, 3, 1, 4).contiguous().unbind(0)
         Tq = q.shape[2]
         if x.device.type == "cpu":
-            mask = self.causal_bias[:T, :T][rows].to(q.dtype)  # (Tq, T)
-            scores = torch.baddbmm(mask, q.view(B * H, Tq, hs), k.view(B * H, T, hs).transpose(1, 2),
-                                   alpha=hs ** -0.5)  # (B*H, Tq, T)
-            y = torch.bmm(scores.softmax(dim=-1), v.view(B * H, T, hs)).view(B, H, Tq, hs)
+            # Scores and softmax in at least float32, also under bf16 autocast, as the GPU's
+            # fused kernels keep them: a bf16 score near 10 is off by up to 0.03, which moves
+            # the attention weights by 3 %. The weights then meet v in v's dtype.
+            exact = torch.promote_types(q.dtype, torch.float32)
+            mask = self.causal_bias[:T, :T][rows].to(exact)  # (Tq, T)
+            with torch.autocast(device_type="cpu", enabled=False):
+                scores = torch.baddbmm(mask, q.view(B * H, Tq, hs).to(exact),
+                                       k.view(B * H, T, hs).transpose(1, 2).to(exact),
+                                       alpha=hs ** -0.5)  # (B*H, Tq, T)
+                weights = scores.softmax(dim=-1)
+            y = torch.bmm(weights.to(v.dtype), v.view(B * H, T, hs)).view(B, H, Tq, hs)
         elif rows == slice(None):
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (B, H, T, hs)
         else:  # is_causal would align the Tq queries with the first Tq keys: pass the mask
