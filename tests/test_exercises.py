@@ -523,6 +523,7 @@ from tfnewton.exercises import (  # noqa: E402
     check_min_norm_prefix_predictions,
     check_newton_iterate,
     check_similarity_of_errors,
+    check_smallest_adequate_width,
 )
 
 
@@ -569,6 +570,23 @@ def _residual_cosine_errors(a, b, y):
     return torch.nn.functional.cosine_similarity(a - y, b - y, dim=-1)
 
 
+def _adequate_tail(widths, errors, factor, *, bound=None):
+    """The smallest width of the run of widths within the bound that ends each row."""
+    bound = factor * errors[:, -1:] if bound is None else bound
+    ok = (errors <= bound).flip(1).int().cumprod(1).flip(1)
+    return widths[(ok.shape[1] - ok.sum(1)).clamp(max=len(widths) - 1)]
+
+
+def _adequate_loop(widths, errors, factor):
+    out = []
+    for row in errors:
+        i = len(row) - 1
+        while i > 0 and row[i - 1] <= factor * row[-1]:
+            i -= 1
+        out.append(widths[i])
+    return torch.stack(out)
+
+
 LINEAR_REGRESSION_PROBES_CHECKERS = {  # book/linear_regression_probes.md
     "similarity_of_errors": (check_similarity_of_errors, [
         _residual_cosine_errors,
@@ -591,6 +609,13 @@ LINEAR_REGRESSION_PROBES_CHECKERS = {  # book/linear_regression_probes.md
         "itself": (lambda X, y: _prefix_ols(X, y, upto=1), ["includes the pair it predicts"]),
         "whole prompt": (lambda X, y: _prefix_ols(X, y, upto=X.shape[1]), ["whole prompt"]),
         "zero below d": (lambda X, y: _prefix_ols(X, y, zero_below_d=True), ["predict 0 where fewer than d"]),
+    }),
+    "smallest_adequate_width": (check_smallest_adequate_width, [_adequate_tail, _adequate_loop], {
+        "first within": (lambda w, e, f: w[(e <= f * e[:, -1:]).int().argmax(1)], ["first width within"]),
+        "smallest error": (lambda w, e, f: _adequate_tail(w, e, f, bound=f * e.min(1, keepdim=True).values),
+                           ["smallest error"]),
+        "position": (lambda w, e, f: torch.searchsorted(w, _adequate_tail(w, e, f)).to(e.dtype), ["position"]),
+        "int": (lambda w, e, f: _adequate_tail(w, e, f).int(), ["dtype is wrong"]),
     }),
 }
 

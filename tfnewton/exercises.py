@@ -110,6 +110,7 @@ __all__ = [
     "check_similarity_of_errors",
     "check_newton_iterate",
     "check_min_norm_prefix_predictions",
+    "check_smallest_adequate_width",
     # linear regression thesis
     "check_newton_spectral_filter",
     "check_fraction_of_the_way",
@@ -2540,6 +2541,76 @@ def check_min_norm_prefix_predictions(fn: Callable, *, device=None) -> None:
             "you predict 0 where fewer than d pairs were seen; there the minimum-norm solution "
             "X⁺y (torch.linalg.pinv) still predicts": lambda X, y: fit_on(X, y, lambda i, n: slice(0, i),
                                                                           zero_below_d=True),
+        },
+    )
+
+
+def check_smallest_adequate_width(fn: Callable, *, device=None) -> None:
+    r"""Check the reading of a width sweep: ``fn(widths, errors, factor)`` must return, for each
+    sweep, the smallest width from which on every model's error is at most ``factor`` times the
+    widest model's.
+
+    Parameters
+    ----------
+    fn : callable
+        ``fn(widths, errors, factor) -> Tensor of shape (B,)`` for ``widths (W,)`` (increasing,
+        in the dtype of the errors), ``errors (B, W)`` (one sweep per row) and a float
+        ``factor >= 1``.
+    device : str or torch.device, optional
+        Where the cases live (default CPU).
+
+    Raises
+    ------
+    ExerciseError
+        On the first case answered wrongly, saying what is wrong (the first width within the
+        factor although a wider one fails, a bound from the smallest error, a position instead
+        of a width, ...).
+
+    Notes
+    -----
+    The reference is :func:`tfnewton.architectures.smallest_adequate_width`, row by row. The
+    sweeps fall with width and have random dips and bumps, so a narrow model within the factor
+    is often followed by a wider one that is not; four cases, one of a single sweep, one in
+    float32.
+    """
+    from .architectures import smallest_adequate_width
+
+    device = check_device(device)
+    generator = torch.Generator().manual_seed(71)
+    cases = []
+    for B, W, factor, dtype in ((8, 5, 2.0, torch.float64), (1, 4, 2.0, torch.float64),
+                                (12, 6, 1.5, torch.float64), (8, 5, 2.0, torch.float32)):
+        widths = torch.tensor([8.0 * 2**i for i in range(W)], dtype=torch.float64)
+        trend = torch.logspace(0, -2, W, dtype=torch.float64)  # errors fall with width
+        errors = trend * torch.exp(0.6 * torch.randn(B, W, generator=generator, dtype=torch.float64))
+        errors = errors.to(dtype).double()  # the reference sees the values the student sees
+        expected = torch.tensor([float(smallest_adequate_width(widths.int().tolist(), row.tolist(), factor))
+                                 for row in errors], dtype=torch.float64)
+        cases.append(((widths.to(device=device, dtype=dtype), errors.to(device=device, dtype=dtype), factor),
+                      expected.to(device=device, dtype=dtype)))
+
+    def first_within(widths, errors, factor):
+        return widths[(errors <= factor * errors[:, -1:]).int().argmax(dim=1)]
+
+    def tail_start(errors, bound):  # the first position of the run of True that ends the row
+        ok = (errors <= bound).flip(1).int().cumprod(1).flip(1)
+        return ok.shape[1] - ok.sum(1)
+
+    def position(widths, errors, factor):
+        return tail_start(errors, factor * errors[:, -1:]).to(errors.dtype)
+
+    check_function(
+        fn,
+        cases,
+        name="smallest_adequate_width",
+        known_mistakes={
+            "you return the first width within the factor, but a wider model above the bound "
+            "comes after it: count a width only if every wider one is within the factor too":
+                first_within,
+            "the bound is factor × the smallest error in the sweep; it is factor × the widest "
+            "model's error (the last column)":
+                lambda w, e, f: w[tail_start(e, f * e.min(1, keepdim=True).values).clamp(max=len(w) - 1)],
+            "you return the position of the width in the grid, not the width itself": position,
         },
     )
 
