@@ -647,10 +647,12 @@ class LayerComparison(TableView):
 
     @property
     def newton_similarity(self) -> torch.Tensor:
+        """Each row's best similarity to Newton, shape (R,)."""
         return self.global_gd.newton_similarity
 
     @property
     def newton_step(self) -> list:
+        """Where each row's best Newton similarity is reached."""
         return self.global_gd.newton_step
 
     @property
