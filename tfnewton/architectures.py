@@ -37,9 +37,9 @@ second kind of head through the layers and closing each with the first gives, at
 and the read-out returns ``Σ_m c_m f_m``. Three layers hold a degree-2 polynomial in ``G``,
 the degree of three GD steps, with three free coefficients where GD has one step size. It is
 not GD: the causal mask lets no context token hold a residual computed from the whole context,
-and ``G`` is not ``XᵀX``. The query's own ``x_q x_qᵀ`` cannot be removed within the same
-layer count (it needs a product of two quantities of one token, one more layer), so this is a
-lower bound on what three layers can do, not the best of them.
+and ``G`` is not ``XᵀX``. Here the query's own ``x_q x_qᵀ`` stays in ``G`` (taking it out
+needs a product of two quantities of the query's token, which costs this construction a
+layer), so the construction shows what three layers *can* do, not the best they can do.
 """
 
 from __future__ import annotations
