@@ -107,6 +107,7 @@ CODE_CHAPTERS = [
     "linear_regression",
     "training",
     "linear_regression_probes",
+    "linear_regression_thesis",
     "probing_your_model",
     "logistic_regression",
     "logistic_regression_trained",
