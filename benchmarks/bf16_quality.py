@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import datetime
 import json
 import statistics
 import sys
@@ -30,6 +31,7 @@ import time
 from pathlib import Path
 
 import torch
+from _timing import machine
 
 from tfnewton.step import resolve_precision
 from tfnewton.train import RECIPES, TrainConfig, train
@@ -92,7 +94,8 @@ def main(argv=None) -> int:
                 complete = len(by_precision["float32"]) == len(by_precision["bfloat16"])
                 ratio = summary["bfloat16"]["mean"] / summary["float32"]["mean"] if complete else None
                 with open(args.json, "w") as f:
-                    json.dump({"recipe": args.recipe, "steps": base.steps, "threads": args.threads,
+                    json.dump({"date": datetime.date.today().isoformat(), "machine": machine(),
+                               "recipe": args.recipe, "steps": base.steps, "threads": args.threads,
                                "seeds": args.seeds, "tolerance": args.tolerance, "summary": summary,
                                "ratio": ratio, "passed": None if ratio is None else ratio <= 1 + args.tolerance,
                                "complete": len(runs) == 2 * len(args.seeds), "runs": runs,
