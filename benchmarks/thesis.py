@@ -23,7 +23,9 @@ Four sections, each written to the JSON as soon as it is done (so an interrupted
   protocol (:func:`tfnewton.separation.table1_hypotheses`), and the combination nearest the
   paper's numbers;
 - ``table1_models``: the kappa = 100 model's and the isotropic ``gpt2_linreg_d5``'s output under
-  our protocol, Fu et al.'s code's protocol and the nearest one.
+  our protocol, Fu et al.'s code's protocol and the nearest one;
+- ``layers_d10``: the same layer study for ``gpt2_linreg_d10_kappa100`` (d = 10, 21 points,
+  kappa = 100), with its own checkpoint's sha256, when that checkpoint is shipped.
 
 The JSON records the command, the date, the machine, torch's version, the checkpoint's sha256
 and every seed; ``book/linear_regression_thesis.md`` reads it when the sha256 matches.
@@ -46,6 +48,7 @@ from _timing import machine
 RESULTS = Path(__file__).resolve().parent / "results" / "thesis.json"
 NAME = "gpt2_linreg_d5_kappa100"
 ISOTROPIC = "gpt2_linreg_d5"
+NAME_D10 = "gpt2_linreg_d10_kappa100"
 SETTINGS = ((5, 11, 1.0), (5, 11, 100.0), (20, 41, 1.0))
 CEILING_STEPS = (0, 1, 2, 3, 4, 6, 8, 12, 16, 20)
 FU_PROTOCOL = {"positions": "0 … n−1 (Fu et al.'s code)",
@@ -75,12 +78,12 @@ def section_ceilings(args):
     return out
 
 
-def section_layers(args, model):
+def section_layers(args, model, d=5, n_points=11, seed_offset=0):
     from tfnewton.separation import layer_study
 
-    task = prompts(args.prompts, 11, 5, 100.0, args.seed)
+    task = prompts(args.prompts, n_points, d, 100.0, args.seed + seed_offset)
     summary, _, heldout = layer_study(model, task, probes=not args.smoke)
-    summary["prompts"], summary["seed"] = args.prompts, args.seed
+    summary["prompts"], summary["seed"] = args.prompts, args.seed + seed_offset
     for row in summary["layers"]:
         print(f"  {row['label']}: error {row['readout_error']:.3f}  Newton {row['newton']:.3f} ({row['newton_step']})"
               f"  GD {row['gd_global']:.3f} ({row['gd_global_step']})  gap {row['gap_global']:+.3f}"
@@ -200,6 +203,17 @@ def main(argv=None) -> int:
         record["table1_models"] = section_table1_models(args, heldout, record["table1_hypotheses"])
         record["seconds"]["table1_models"] = round(time.process_time() - t3, 1)
         save()
+    from tfnewton.models import list_pretrained
+
+    if NAME_D10 in list_pretrained():
+        model_d10, info_d10 = load_trained_model(NAME_D10, d=10, condition_number=100.0)
+        if record.get("layers_d10", {}).get("sha256") != info_d10["sha256"]:
+            t4 = time.process_time()
+            summary, _ = section_layers(args, model_d10, d=10, n_points=21, seed_offset=40)
+            record["layers_d10"] = {"name": NAME_D10, "sha256": info_d10["sha256"],
+                                    "command": info_d10["metadata"].get("command"), **summary}
+            record["seconds"]["layers_d10"] = round(time.process_time() - t4, 1)
+            save()
     verdict = record["layers"]["verdict"]
     print("goal:", "reached" if verdict["passed"] else "not reached",
           {k: c["value"] for k, c in verdict["conditions"].items()})
