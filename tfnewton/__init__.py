@@ -53,6 +53,7 @@ _SUBMODULES = (
     "metrics",
     "comparison",
     "separation",
+    "architectures",
     "logistic_probes",
     "sparse_probes",
     "plotting",
