@@ -104,12 +104,12 @@ def _task(d=5, n=11, batch=80, kappa=1.0, seed=0):
 ])
 def test_compare_layers_refuses_a_checkpoint_for_other_prompts(task, words):
     with pytest.raises(ValueError) as err:
-        A.compare_layers("lstm_linreg_d5", task, online_lr=0.1, gd_steps=[1, 2])
+        A.match_checkpoint_layers("lstm_linreg_d5", task, online_lr=0.1, gd_steps=[1, 2])
     assert all(w in str(err.value) for w in words), str(err.value)
 
 
 def test_compare_layers_reads_every_layer_against_three_algorithms():
-    result = A.compare_layers("lstm_linreg_d5", _task(batch=120), online_lr=0.15, gd_steps=[1, 4],
+    result = A.match_checkpoint_layers("lstm_linreg_d5", _task(batch=120), online_lr=0.15, gd_steps=[1, 4],
                               newton_steps=4)
     layers = len(result.model.blocks) + 1
     assert set(result.matches) == {"online GD", "gradient descent", "Iterative Newton"}

@@ -8,7 +8,7 @@ Three questions of issue 17, each answered from measurements the book reads rath
   ``lstm_depth.json``. :func:`load_results` reads a file, :func:`width_sweep` and
   :func:`depth_sweep` turn its rows into curves, and :func:`smallest_adequate_width` finds
   the smallest width whose error is within a factor of the widest model's.
-* **A trained model's layers against algorithms.** :func:`compare_layers` loads a checkpoint
+* **A trained model's layers against algorithms.** :func:`match_checkpoint_layers` loads a checkpoint
   (refusing one trained for another ``d`` or condition number than the prompts have), fits
   Fu et al.'s per-layer read-outs and matches each against online GD, GD and Iterative
   Newton (:func:`tfnewton.metrics.match_algorithm`).
@@ -59,8 +59,8 @@ __all__ = [
     "width_sweep",
     "depth_sweep",
     "smallest_adequate_width",
-    "LayerComparison",
-    "compare_layers",
+    "CheckpointMatches",
+    "match_checkpoint_layers",
     "PromptSetComparison",
     "compare_on_prompt_sets",
     "krylov_features",
@@ -204,7 +204,7 @@ def smallest_adequate_width(widths, errors, factor: float = 2.0) -> int:
 
 
 @dataclass
-class LayerComparison:
+class CheckpointMatches:
     """Every layer's read-out of one trained model, matched against several algorithms.
 
     Attributes
@@ -241,8 +241,8 @@ class LayerComparison:
         return self.readouts.errors()[:, k]
 
 
-def compare_layers(source, task, *, online_lr: float, gd_steps, newton_steps: int = 20,
-                   device=None) -> LayerComparison:
+def match_checkpoint_layers(source, task, *, online_lr: float, gd_steps, newton_steps: int = 20,
+                   device=None) -> CheckpointMatches:
     """Load a checkpoint and match each layer's read-out with online GD, GD and Iterative Newton.
 
     Parameters
@@ -263,7 +263,7 @@ def compare_layers(source, task, *, online_lr: float, gd_steps, newton_steps: in
 
     Returns
     -------
-    LayerComparison
+    CheckpointMatches
         Labels ``"online GD"``, ``"gradient descent"``, ``"Iterative Newton"``.
 
     Raises
@@ -290,7 +290,7 @@ def compare_layers(source, task, *, online_lr: float, gd_steps, newton_steps: in
     matches = {"online GD": match("online_gd", 0, lr=online_lr),
                "gradient descent": match("gd", gd_steps),
                "Iterative Newton": match("newton", newton_steps)}
-    return LayerComparison(str(source), model, readouts, matches)
+    return CheckpointMatches(str(source), model, readouts, matches)
 
 
 # --------------------------------------------------------------------------- a model against tuned GD, set by set
