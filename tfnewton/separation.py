@@ -925,10 +925,10 @@ def load_trained_model(source, *, d: int, condition_number: float, device=None):
 #: Fu et al.'s power-of-two grid of GD steps, 1 … 4096.
 FU_GD_STEPS = tuple(2 ** i for i in range(13))
 
-#: Fu et al.'s linear grid of GD steps: 1, 50, 100, …, 1300.
+#: Fu et al.'s linear grid of GD steps (1, 50, 100, …, 1300).
 FU_LINEAR_GD_STEPS = (1,) + tuple(range(50, 1301, 50))
 
-#: Fu et al.'s Table 1 (d = 20, their 12-layer GPT-2): the Transformer's similarity of errors
+#: Fu et al.'s Table 1 (d = 20, their 12-layer GPT-2), the Transformer's similarity of errors
 #: with Iterative Newton, GD and online GD (arXiv 2310.17086).
 FU_TABLE1 = {"newton": 0.991, "gd": 0.957, "online_gd": 0.806}
 
