@@ -29,7 +29,6 @@ from tfnewton.separation import (
     model_table1,
     newton_filter,
     newton_gd_gap,
-    normalized_online_gd,
     prefix_spectra,
     probe_r2_ceiling,
     separation_ceiling,
@@ -80,8 +79,11 @@ def test_fixed_step_on_the_summed_loss_is_the_library_gd_with_lr_times_i():
 
 
 def test_normalized_online_gd_fits_each_new_pair():
+    """Fu et al.'s online GD (step 1/‖x_i‖²), as the library's online GD with ``normalized=True``."""
+    from tfnewton.algorithms import prefix_predictions
+
     task = _task(6, n=6, d=4)
-    pred = normalized_online_gd(task.X, task.y)
+    pred = prefix_predictions("online_gd", task.X, task.y, 0, normalized=True)[0]
     assert torch.equal(pred[:, 0], torch.zeros(40, dtype=torch.float64))
     # after the update on pair i, w fits it: run one more step by hand
     w = torch.zeros(40, 4, dtype=torch.float64)
@@ -286,3 +288,11 @@ def test_thesis_benchmark_smoke_writes_every_section(tmp_path):
     first = out.read_text()
     assert bench.main(["--smoke", "--out", str(out), "--resume"]) == 0  # nothing left to do
     assert json.loads(first)["ceilings"] == json.loads(out.read_text())["ceilings"]
+
+
+def test_normalized_online_gd_refuses_a_non_bool():
+    from tfnewton.algorithms import online_gradient_descent
+
+    task = _task(2, n=4, d=3)
+    with pytest.raises(TypeError, match="normalized must be a bool, got int"):
+        online_gradient_descent(task.X, task.y, normalized=1)

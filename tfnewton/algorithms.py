@@ -431,18 +431,22 @@ def bfgs_least_squares(X: torch.Tensor, y: torch.Tensor, steps: int) -> torch.Te
     return out
 
 
-def online_gradient_descent(X: torch.Tensor, y: torch.Tensor, lr=None) -> torch.Tensor:
+def online_gradient_descent(X: torch.Tensor, y: torch.Tensor, lr=None, *, normalized: bool = False) -> torch.Tensor:
     r"""Online (one example at a time) gradient descent, from ``w₀ = 0``.
 
     ``w_i = w_{i−1} + η (y_i − x_iᵀ w_{i−1}) x_i`` for ``i = 1…n``: one pass over
-    the context in order, the algorithm Fu et al. find LSTMs resemble.
+    the context in order, the algorithm Fu et al. find LSTMs resemble. With
+    ``normalized=True`` the step is Fu et al.'s ``η_i = lr/‖x_i‖²`` (normalized LMS; with
+    ``lr = 1`` each update makes the new pair fit exactly).
 
     Parameters
     ----------
     X : Tensor of shape (B, n, d)
     y : Tensor of shape (B, n)
     lr : float or Tensor of shape (B,), optional
-        ``None`` picks ``1/mean_i ‖x_i‖²`` per problem.
+        ``None`` picks ``1/mean_i ‖x_i‖²`` per problem (``1`` when ``normalized``).
+    normalized : bool
+        Divide each step by ``‖x_i‖²``.
 
     Returns
     -------
@@ -450,13 +454,20 @@ def online_gradient_descent(X: torch.Tensor, y: torch.Tensor, lr=None) -> torch.
         ``out[i]`` is the estimate after seeing the first ``i`` examples.
     """
     v.check_regression_inputs(X, y)
+    if not isinstance(normalized, bool):
+        raise TypeError(f"normalized must be a bool, got {type(normalized).__name__}")
     B, n, d = X.shape
-    eta = (1.0 / (X * X).sum(-1).mean(-1)).reshape(B, 1) if lr is None else _per_problem(lr, B, X, "lr", 1)
+    if lr is None:
+        eta = X.new_ones(B, 1) if normalized else (1.0 / (X * X).sum(-1).mean(-1)).reshape(B, 1)
+    else:
+        eta = _per_problem(lr, B, X, "lr", 1)
     out = X.new_zeros((n + 1, B, d))
     w = out[0].clone()
     for i in range(n):
         x = X[:, i]
         residual = y[:, i] - (x * w).sum(-1)
+        if normalized:
+            residual = residual / (x * x).sum(-1).clamp_min(torch.finfo(X.dtype).tiny)
         w = w + eta * residual.unsqueeze(-1) * x
         out[i + 1] = w
     return out
@@ -1068,7 +1079,7 @@ register_algorithm("gd", gradient_descent_least_squares, parameters={"lr": None}
 register_algorithm("cg", conjugate_gradient_least_squares, description="conjugate gradient")
 register_algorithm("lbfgs", lbfgs_least_squares, parameters={"memory": 5}, description="L-BFGS")
 register_algorithm("bfgs", bfgs_least_squares, description="BFGS")
-register_algorithm("online_gd", _run_online_gd, parameters={"lr": None}, online=True,
+register_algorithm("online_gd", _run_online_gd, parameters={"lr": None, "normalized": False}, online=True,
                    description="online gradient descent (one pass over the context)")
 register_algorithm("ols", _run_least_squares, parameters={"ridge": 0.0},
                    description="the least-squares solution at every step")

@@ -51,13 +51,13 @@ from pathlib import Path
 import torch
 
 from . import _validate as v
-from .algorithms import online_gradient_descent
+from .algorithms import prefix_predictions
 from .metrics import cosine_similarity, normalized_error, similarity_of_errors
 from .tables import Table, TableView
 
 __all__ = [
     "GD_GRID", "GD_STEPS", "GapTable", "gd_step_sizes", "newton_gd_gap", "separation_ceiling",
-    "PrefixSpectra", "prefix_spectra", "newton_filter", "gd_filter", "normalized_online_gd",
+    "PrefixSpectra", "prefix_spectra", "newton_filter", "gd_filter",
     "induced_weights_ceiling", "probe_r2_ceiling", "LayerComparison", "compare_layers",
     "climbing_layers", "best_step_growth", "goal_verdict", "load_trained_model", "file_sha256",
     "ONLINE_GRID", "FU_GD_STEPS", "FU_LINEAR_GD_STEPS", "FU_TABLE1", "GD_VARIANTS", "position_sets", "ceiling_rows",
@@ -281,34 +281,6 @@ def gd_filter(eigenvalues: torch.Tensor, steps, lr, *, loss: str = "mean") -> to
         eta = v.check_positive(lr, "lr")
     base = 1.0 - eta * hess
     return torch.stack([_one_minus_power(base, float(s)) for s in steps])
-
-
-def normalized_online_gd(X: torch.Tensor, y: torch.Tensor, step: float = 1.0) -> torch.Tensor:
-    r"""Online GD with Fu et al.'s step ``η_i = step/‖x_i‖²``: its prediction of every label.
-
-    ``w_i = w_{i−1} + step · (y_i − x_iᵀw_{i−1}) x_i / ‖x_i‖²`` (with ``step = 1`` each update
-    makes the new pair fit exactly); position ``i`` is predicted by ``w_i`` (``i`` pairs seen).
-
-    Parameters
-    ----------
-    X : Tensor of shape (B, n, d)
-    y : Tensor of shape (B, n)
-    step : float
-
-    Returns
-    -------
-    Tensor of shape (B, n)
-    """
-    v.check_regression_inputs(X, y)
-    step = v.check_positive(step, "step")
-    B, n, d = X.shape
-    w = X.new_zeros(B, d)
-    out = X.new_zeros(B, n)
-    for i in range(n):
-        x = X[:, i]
-        out[:, i] = (x * w).sum(-1)
-        w = w + step * ((y[:, i] - out[:, i]) / (x * x).sum(-1).clamp_min(torch.finfo(X.dtype).tiny))[:, None] * x
-    return out
 
 
 def gd_step_sizes(X: torch.Tensor, grid=GD_GRID, quantile: float = 0.99) -> list:
@@ -692,7 +664,8 @@ def compare_layers(preds: torch.Tensor, X: torch.Tensor, y: torch.Tensor, *, lab
         As in :func:`newton_gd_gap`; the ceilings use the same prompts and grids.
     online_grid : sequence of float
         Online GD's step sizes, multiples of ``1/mean‖x‖²``; Fu et al.'s rule ``1/‖x_i‖²``
-        (:func:`normalized_online_gd`) is always tried too.
+        (:func:`tfnewton.algorithms.online_gradient_descent` with ``normalized=True``) is
+        always tried too.
 
     Returns
     -------
@@ -722,9 +695,9 @@ def compare_layers(preds: torch.Tensor, X: torch.Tensor, y: torch.Tensor, *, lab
     target, rows = y.double()[:, keep], preds.double()[..., keep]
     Xd, yd = X.double(), y.double()
     mean_sq = (Xd * Xd).sum(-1).mean(-1)
-    online = {f"η = {c:g}/mean‖x‖²": torch.einsum("ibd,bid->bi", online_gradient_descent(Xd, yd, lr=c / mean_sq)[:-1], Xd)
+    online = {f"η = {c:g}/mean‖x‖²": prefix_predictions("online_gd", Xd, yd, 0, lr=c / mean_sq)[0]
               for c in online_grid}
-    online["η = 1/‖x_i‖² (Fu et al.)"] = normalized_online_gd(Xd, yd)
+    online["η = 1/‖x_i‖² (Fu et al.)"] = prefix_predictions("online_gd", Xd, yd, 0, normalized=True)[0]
     online_sim = torch.stack([similarity_of_errors(rows, pred[:, keep], target) for pred in online.values()], 1)
     online_best, online_at = _best(online_sim)
     ols = similarity_of_errors(rows, spectra.predict(torch.ones_like(spectra.coefficients))[:, keep], target)
@@ -992,11 +965,8 @@ def _online_similarities(rows, X, y, keep, rules):
     mean_sq = (Xd * Xd).sum(-1).mean(-1)
     preds = []
     for rule in rules:
-        if rule == "fu":
-            preds.append(normalized_online_gd(Xd, yd))
-        else:
-            W = online_gradient_descent(Xd, yd, lr=float(rule) / mean_sq)[:-1]
-            preds.append(torch.einsum("ibd,bid->bi", W, Xd))
+        params = dict(normalized=True) if rule == "fu" else dict(lr=float(rule) / mean_sq)
+        preds.append(prefix_predictions("online_gd", Xd, yd, 0, **params)[0])
     target = yd[:, keep]
     return torch.stack([similarity_of_errors(rows[..., keep], p[:, keep], target) for p in preds], -1)
 
