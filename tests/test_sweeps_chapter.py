@@ -102,13 +102,13 @@ def _task(d=5, n=11, batch=80, kappa=1.0, seed=0):
     (_task(d=3), ["trained for d = 5", "d = 3"]),
     (_task(kappa=10.0), ["condition number 1", "condition number 10"]),
 ])
-def test_compare_layers_refuses_a_checkpoint_for_other_prompts(task, words):
+def test_match_checkpoint_layers_refuses_a_checkpoint_for_other_prompts(task, words):
     with pytest.raises(ValueError) as err:
         A.match_checkpoint_layers("lstm_linreg_d5", task, online_lr=0.1, gd_steps=[1, 2])
     assert all(w in str(err.value) for w in words), str(err.value)
 
 
-def test_compare_layers_reads_every_layer_against_three_algorithms():
+def test_match_checkpoint_layers_reads_every_layer_against_three_algorithms():
     result = A.match_checkpoint_layers("lstm_linreg_d5", _task(batch=120), online_lr=0.15, gd_steps=[1, 4],
                               newton_steps=4)
     layers = len(result.model.blocks) + 1
